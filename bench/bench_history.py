@@ -1,0 +1,176 @@
+"""Time the history store at scale: open, list, search and load on a large database.
+
+Builds (once, cached in bench/results/) a database of 10,000 conversations and 200,000
+messages of Zipf-distributed words, then times each operation in fresh processes and prints
+the median and max against the 200 ms target.
+
+    .venv/bin/python bench/bench_history.py            # full size
+    .venv/bin/python bench/bench_history.py --quick    # small database, for a CI smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGET_MS = 200.0
+MESSAGES_PER_CONVERSATION = 20
+COMMON_WORDS = ("the", "to", "and", "a", "of", "is", "in", "that", "it", "you", "for", "this",
+                "with", "on", "be", "can", "as", "are", "if", "or", "use", "not", "an", "by")
+SYLLABLES = ("ka", "lo", "mi", "ren", "tu", "vel", "sor", "qua", "dex", "pi", "nor", "zan",
+             "bel", "cto", "fy", "gri", "hal", "jo", "wen", "xis", "yu", "ost", "ep", "im")
+RARE_HITS = 10
+OPERATIONS = ("import", "open", "list first page", "search common word", "search rare word",
+              "load one conversation")
+
+
+def vocabulary(rng: random.Random, size: int) -> list[str]:
+    words: set[str] = set()
+    while len(words) < size:
+        words.add("".join(rng.choices(SYLLABLES, k=rng.randint(2, 4))))
+    return sorted(words)
+
+
+def build(path: Path, conversations: int) -> dict[str, object]:
+    """Create the database through the real migrations, then fill it in one transaction."""
+    from termchat.history import HistoryStore
+
+    rng = random.Random(42)
+    content = vocabulary(rng, 20_000)
+    rng.shuffle(content)
+    # Common function words make up about half of all text, like in English.
+    words = list(COMMON_WORDS) + content
+    weights = [60.0 / (rank + 1) for rank in range(len(COMMON_WORDS))] + \
+        [1.0 / (rank + 1) ** 1.05 for rank in range(len(content))]
+    cumulative, total = [], 0.0
+    for weight in weights:
+        total += weight
+        cumulative.append(total)
+
+    def text(length: int) -> str:
+        return " ".join(rng.choices(words, cum_weights=cumulative, k=length))
+
+    rare = "zyxtrellium"
+    rare_every = conversations * MESSAGES_PER_CONVERSATION // RARE_HITS
+
+    HistoryStore.open(path).close()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("BEGIN")
+    now = time.time() - conversations * 60.0
+    message_rows = []
+    for cid in range(1, conversations + 1):
+        start = now + cid * 60.0
+        db.execute("INSERT INTO conversations (id, title, model, created, updated) "
+                   "VALUES (?, ?, ?, ?, ?)", (cid, text(8)[:60], "gpt", start, start + 50))
+        for seq in range(MESSAGES_PER_CONVERSATION):
+            user = seq % 2 == 0
+            body = text(rng.randint(5, 50) if user else rng.randint(40, 250))
+            if ((cid - 1) * MESSAGES_PER_CONVERSATION + seq) % rare_every == 0:
+                body += f" {rare}"
+            message_rows.append((
+                cid, seq, "user" if user else "assistant", body,
+                "gpt-4.1-mini", "openai", "complete", None if user else "stop",
+                None if user else rng.randint(100, 5000), None if user else rng.randint(40, 400),
+                start + seq, start + seq,
+            ))
+        if len(message_rows) >= 20_000:
+            insert_messages(db, message_rows)
+            message_rows.clear()
+    insert_messages(db, message_rows)
+    db.execute("COMMIT")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    meta = {"conversations": conversations,
+            "messages": conversations * MESSAGES_PER_CONVERSATION,
+            "common": content[0], "rare": rare}
+    for key in ("common", "rare"):
+        meta[f"{key}_hits"] = db.execute(
+            "SELECT count(*) FROM messages_fts WHERE messages_fts MATCH ?",
+            (f'"{meta[key]}"',)).fetchone()[0]
+    db.close()
+    return meta
+
+
+def insert_messages(db: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
+    db.executemany(
+        "INSERT INTO messages (conversation_id, seq, role, text, model, provider, status, "
+        "finish_reason, input_tokens, output_tokens, created, updated) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def measure(path: Path, common: str, rare: str, cid: int) -> dict[str, float]:
+    """One fresh process's timings in ms (the database pages are cold for SQLite)."""
+    timings: dict[str, float] = {}
+
+    def timed(name: str, action: object) -> object:
+        start = time.perf_counter()
+        result = action()  # type: ignore[operator]
+        timings[name] = (time.perf_counter() - start) * 1000
+        return result
+
+    history = timed("import", lambda: __import__("termchat.history").history)
+    store = timed("open", lambda: history.HistoryStore.open(path))
+    assert timed("list first page", lambda: store.list_conversations(limit=50))
+    assert timed("search common word", lambda: store.search(common))
+    assert timed("search rare word", lambda: store.search(rare))
+    assert timed("load one conversation", lambda: store.load(cid)).exchanges
+    store.close()
+    return timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a small database (500 convs)")
+    parser.add_argument("--runs", type=int, default=7, help="fresh processes per operation")
+    parser.add_argument("--rebuild", action="store_true", help="build the database again")
+    parser.add_argument("--measure", nargs=4, metavar=("DB", "COMMON", "RARE", "CID"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        db, common, rare, cid = args.measure
+        print(json.dumps(measure(Path(db), common, rare, int(cid))))
+        return
+
+    conversations = 500 if args.quick else 10_000
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"history-{conversations}.db"
+    meta_path = path.with_suffix(".json")
+    if args.rebuild or not meta_path.exists():
+        for stale in (path, meta_path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            stale.unlink(missing_ok=True)
+        start = time.perf_counter()
+        meta = build(path, conversations)
+        meta_path.write_text(json.dumps(meta))
+        print(f"built {path} in {time.perf_counter() - start:.1f} s")
+    meta = json.loads(meta_path.read_text())
+
+    runs: dict[str, list[float]] = {name: [] for name in OPERATIONS}
+    for _ in range(args.runs):
+        out = subprocess.run(
+            [sys.executable, __file__, "--measure", str(path), meta["common"], meta["rare"],
+             str(meta["conversations"] // 2)],
+            capture_output=True, text=True, check=True).stdout
+        for name, ms in json.loads(out).items():
+            runs[name].append(ms)
+
+    size_mb = path.stat().st_size / 1e6
+    print(f"{meta['conversations']:,} conversations, {meta['messages']:,} messages, "
+          f"{size_mb:.0f} MB; common word '{meta['common']}' in {meta['common_hits']:,} "
+          f"messages, rare word '{meta['rare']}' in {meta['rare_hits']:,}; "
+          f"{args.runs} fresh processes")
+    print(f"{'operation':<24}{'median ms':>10}{'max ms':>10}{'target ms':>11}")
+    for name in OPERATIONS:
+        times = runs[name]
+        target = "" if name == "import" else f"{TARGET_MS:.0f}"
+        print(f"{name:<24}{statistics.median(times):>10.1f}{max(times):>10.1f}{target:>11}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""Allow `python -m termchat`."""
+
+from termchat.cli import main
+
+raise SystemExit(main())

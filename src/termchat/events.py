@@ -1,0 +1,106 @@
+"""The one vocabulary of stream events shared by every provider and every front end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class FinishKind(StrEnum):
+    """What a provider's raw finish reason means, independent of who sent it."""
+
+    COMPLETE = "complete"
+    LENGTH = "length"
+    FILTERED = "filtered"
+    REFUSAL = "refusal"
+    TOOL = "tool"
+    PAUSED = "paused"
+    CONTEXT = "context"
+    OTHER = "other"
+
+
+# Raw reasons from both providers, mapped to a kind and a short human meaning. Reasons not
+# listed here are kept verbatim with kind OTHER.
+_FINISH: dict[str, tuple[FinishKind, str]] = {
+    "stop": (FinishKind.COMPLETE, ""),
+    "end_turn": (FinishKind.COMPLETE, ""),
+    "stop_sequence": (FinishKind.COMPLETE, "hit a stop sequence"),
+    "length": (FinishKind.LENGTH, "hit max_tokens"),
+    "max_tokens": (FinishKind.LENGTH, "hit max_tokens"),
+    "content_filter": (FinishKind.FILTERED, "cut by the content filter"),
+    "refusal": (FinishKind.REFUSAL, "the model refused"),
+    "tool_calls": (FinishKind.TOOL, "the model asked for a tool"),
+    "function_call": (FinishKind.TOOL, "the model asked for a tool"),
+    "tool_use": (FinishKind.TOOL, "the model asked for a tool"),
+    "pause_turn": (FinishKind.PAUSED, "the provider paused the turn"),
+    "model_context_window_exceeded": (FinishKind.CONTEXT, "hit the context window"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of the reply's visible text (refusal text included: it is shown, not dropped)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """A piece of the model's reasoning / thinking, shown apart from the reply."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts; None means the server did not say, which is not the same as 0."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+    def merge(self, other: Usage) -> Usage:
+        """Later reports win field by field; a field the later report leaves unknown is kept."""
+        return Usage(
+            input_tokens=_pick(other.input_tokens, self.input_tokens),
+            output_tokens=_pick(other.output_tokens, self.output_tokens),
+            cached_tokens=_pick(other.cached_tokens, self.cached_tokens),
+            reasoning_tokens=_pick(other.reasoning_tokens, self.reasoning_tokens),
+        )
+
+    @property
+    def known(self) -> bool:
+        return self.input_tokens is not None or self.output_tokens is not None
+
+
+def _pick(new: int | None, old: int | None) -> int | None:
+    return old if new is None else new
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The end of a reply: the provider's raw reason, verbatim, and what it means."""
+
+    reason: str
+    kind: FinishKind
+
+    @classmethod
+    def from_raw(cls, reason: str) -> Finish:
+        return cls(reason, _FINISH.get(reason, (FinishKind.OTHER, ""))[0])
+
+    @property
+    def meaning(self) -> str:
+        """A short human meaning for unusual reasons; empty for an ordinary stop."""
+        return _FINISH.get(self.reason, (FinishKind.OTHER, "unrecognised finish reason"))[1]
+
+    @property
+    def truncated(self) -> bool:
+        return self.kind in (FinishKind.LENGTH, FinishKind.CONTEXT)
+
+    def describe(self) -> str:
+        """`stop`, or `length — hit max_tokens` for the unusual ones."""
+        return f"{self.reason} — {self.meaning}" if self.meaning else self.reason
+
+
+Event = TextDelta | ReasoningDelta | Usage | Finish

@@ -1,0 +1,59 @@
+"""Providers: the only place an SDK is imported, each turning its SDK's stream into events.
+
+Nothing here imports an SDK at import time; `open_provider` imports the one module needed, when
+a request is about to be made.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from termchat.config import ModelConfig
+from termchat.events import Event
+
+_MODULES = {"openai": "termchat.providers.openai_chat",
+            "anthropic": "termchat.providers.anthropic_messages"}
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Literal["user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One request: the conversation so far and the parameters for this reply."""
+
+    messages: tuple[Message, ...]
+    system: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Provider(Protocol):
+    """What every provider implements."""
+
+    model: ModelConfig
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
+        """Yield events for one reply; raise a `ProviderError` subclass on failure.
+
+        The last event of a successful reply is always `Finish`. Closing the generator (or
+        cancelling the task awaiting it) closes the HTTP response at once.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release the HTTP connection pool."""
+        ...
+
+
+def open_provider(model: ModelConfig, api_key: str) -> Provider:
+    """Import the provider's module (and so its SDK) and build a client for `model`."""
+    module = importlib.import_module(_MODULES[model.provider])
+    return module.create(model, api_key)

@@ -1,0 +1,184 @@
+"""Turn SDK and transport exceptions into termchat's typed errors, one sentence each.
+
+Both SDKs share one exception hierarchy by name (APIStatusError, APIConnectionError, ...), so
+one mapping serves both; it is given the SDK module to test against.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx2
+
+from termchat.config import KEY_ENV, ModelConfig
+from termchat.errors import (
+    AuthError,
+    BadRequestError,
+    ConnectionFailedError,
+    ConnectTimeoutError,
+    ContextLengthError,
+    ModelNotFoundError,
+    OverloadedError,
+    ProviderError,
+    RateLimitedError,
+    ServerError,
+    StalledError,
+    StreamError,
+    StreamInterruptedError,
+    redact,
+)
+
+_DEFAULT_HOSTS = {"openai": "api.openai.com", "anthropic": "api.anthropic.com"}
+_CONTEXT_HINTS = ("context length", "context_length", "context window", "maximum context",
+                  "prompt is too long", "too many tokens", "reduce the length", "too long")
+
+
+def host_of(model: ModelConfig) -> str:
+    if not model.base_url:
+        return _DEFAULT_HOSTS[model.provider]
+    parts = urlsplit(model.base_url)
+    return parts.netloc or model.base_url
+
+
+def map_error(exc: BaseException, sdk: ModuleType, model: ModelConfig, *, started: bool,
+              secrets: list[str]) -> ProviderError:
+    """The user-facing error for `exc`; `started` says whether reply headers had arrived."""
+    error = _classify(exc, sdk, model, started)
+    error.message = redact(error.message, secrets)
+    return error
+
+
+def ended_early(model: ModelConfig) -> StreamInterruptedError:
+    """The body ended cleanly but the provider never said the reply was finished."""
+    return StreamInterruptedError(f"The reply from {host_of(model)} ended before it finished "
+                                  "(no finish reason); the partial reply is kept, try again.")
+
+
+def _classify(exc: BaseException, sdk: ModuleType, model: ModelConfig,
+              started: bool) -> ProviderError:
+    host = host_of(model)
+    if isinstance(exc, sdk.APIStatusError):
+        return _from_status(exc, model, host)
+    if isinstance(exc, sdk.APITimeoutError | httpx2.TimeoutException):
+        if not started and _caused_by(exc, httpx2.ConnectTimeout):
+            return ConnectTimeoutError(
+                f"Could not connect to {host} within {model.connect_timeout:g} s; check the "
+                "network or base_url, or raise connect_timeout.")
+        return StalledError(
+            f"{host} sent nothing for {model.idle_timeout:g} s, so the reply was stopped; try "
+            "again, or raise idle_timeout in the config.")
+    if isinstance(exc, sdk.APIConnectionError | httpx2.TransportError):
+        if started:
+            return StreamInterruptedError(
+                f"The connection to {host} dropped mid-reply; the partial reply is kept, "
+                "try again.")
+        return ConnectionFailedError(f"Cannot reach {host} ({_connect_reason(exc)}); check "
+                                     "the network and base_url, then try again.")
+    if isinstance(exc, sdk.APIError):
+        # OpenAI reports an error event inside the stream as a bare APIError.
+        return StreamError(f"{host} reported an error mid-reply: {_message_of(exc)}; the "
+                           "partial reply is kept, try again.")
+    raise exc
+
+
+def _from_status(exc: Any, model: ModelConfig, host: str) -> ProviderError:
+    status: int = exc.status_code
+    message = _message_of(exc)
+    kind = _error_type(exc)
+    key_var = model.api_key_env or KEY_ENV[model.provider]
+    lowered = f"{message} {_error_code(exc)}".lower()
+    if status == 200:
+        # Anthropic's mid-stream `error` event arrives with the stream's 200 status.
+        what = "is overloaded" if kind == "overloaded_error" else f"reported {kind or 'an error'}"
+        return StreamError(f"{host} {what} mid-reply ({message}); the partial reply is kept, "
+                           "try again.")
+    if status == 401:
+        return AuthError(f"{host} rejected the API key for {model.label} (401); check "
+                         f"{key_var} or api_key_cmd.")
+    if status == 403:
+        return AuthError(f"{host} refused access to {model.label} (403): the key lacks "
+                         "permission for this model or organisation.")
+    if status == 404:
+        return ModelNotFoundError(f"{host} does not know model '{model.model}' (404); check the "
+                                  "model name (-m) or base_url.")
+    if status == 413 or "context_length_exceeded" in lowered or (
+            status == 400 and any(hint in lowered for hint in _CONTEXT_HINTS)):
+        return ContextLengthError(f"The input is too long for {model.label}'s context window "
+                                  f"({message}); shorten it or start a new conversation.")
+    if status == 429:
+        retry_after = _retry_after(exc)
+        if "insufficient_quota" in lowered or "quota" in lowered:
+            return RateLimitedError(f"{host} says the quota for this key is used up (429); "
+                                    "check the account's plan and billing.", retry_after)
+        wait = f"retry after {retry_after:g} s" if retry_after is not None else \
+            "wait a moment and try again"
+        return RateLimitedError(f"Rate limited by {host} (429); {wait}.", retry_after)
+    if status == 529 or kind == "overloaded_error":
+        return OverloadedError(f"{host} is overloaded ({status}); try again in a minute.")
+    if status >= 500:
+        return ServerError(f"{host} had a server error ({status}: {message}); try again "
+                           "shortly.")
+    return BadRequestError(f"{host} rejected the request ({status}: {message}).")
+
+
+def _body_error(exc: Any) -> dict[str, Any]:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            return inner
+    return {}
+
+
+def _message_of(exc: Any) -> str:
+    message = _body_error(exc).get("message")
+    if isinstance(message, str) and message:
+        return message.strip().rstrip(".")
+    return str(getattr(exc, "message", exc)).strip().rstrip(".")
+
+
+def _error_type(exc: Any) -> str:
+    kind = _body_error(exc).get("type") or getattr(exc, "type", None)
+    return kind if isinstance(kind, str) else ""
+
+
+def _error_code(exc: Any) -> str:
+    code = _body_error(exc).get("code") or getattr(exc, "code", None)
+    return code if isinstance(code, str) else ""
+
+
+def _retry_after(exc: Any) -> float | None:
+    response = getattr(exc, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _connect_reason(exc: BaseException) -> str:
+    text = ""
+    seen: BaseException | None = exc
+    while seen is not None:
+        text += f" {seen}"
+        seen = seen.__cause__ or seen.__context__
+    lowered = text.lower()
+    if "refused" in lowered:
+        return "connection refused"
+    if "name or service" in lowered or "nodename" in lowered or "resolve" in lowered \
+            or "getaddrinfo" in lowered:
+        return "the host name does not resolve"
+    if "unreachable" in lowered:
+        return "network unreachable"
+    return "connection failed"

@@ -1,0 +1,64 @@
+"""The status bar: model, state, finish reason, token usage and timings."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from termchat.turn import Reply, Status
+
+_STATE_STYLES = {
+    Status.WAITING: "bold #d0b040",
+    Status.STREAMING: "bold #40c0e0",
+    Status.COMPLETE: "bold #50c050",
+    Status.CANCELLED: "bold #e0a030",
+    Status.ERROR: "bold #e05050",
+    Status.INTERRUPTED: "bold #e0a030",
+}
+_STATE_WORDS = {Status.COMPLETE: "done"}
+
+
+def _count(value: int | None) -> str:
+    return "unknown" if value is None else str(value)
+
+
+def describe(model: str, reply: Reply | None, *, timings: bool = True) -> Text:
+    """The status line for `reply` (None before the first message)."""
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append(model, style="bold")
+    if reply is None:
+        text.append("  ready", style="dim")
+        return text
+    text.append("  ")
+    text.append(_STATE_WORDS.get(reply.status, reply.status.value),
+                style=_STATE_STYLES[reply.status])
+    if reply.finish is not None:
+        text.append("  │  finish ", style="dim")
+        text.append(reply.finish.describe())
+    if reply.status is not Status.WAITING:
+        usage = reply.usage
+        text.append("  │  ", style="dim")
+        if usage.input_tokens is None and usage.output_tokens is None:
+            text.append("tokens unknown")
+        else:
+            text.append(f"in {_count(usage.input_tokens)} · out {_count(usage.output_tokens)}")
+            if usage.cached_tokens:
+                text.append(f" · cached {usage.cached_tokens}")
+            if usage.reasoning_tokens:
+                text.append(f" · reasoning {usage.reasoning_tokens}")
+    if timings and reply.first_token_at is not None:
+        text.append("  │  ", style="dim")
+        text.append(f"ttft {reply.ttft:.2f}s")
+        rate = reply.tokens_per_second
+        if rate is not None:
+            estimated = "~" if reply.usage.output_tokens is None else ""
+            text.append(f" · {estimated}{rate:.1f} tok/s")
+        text.append(f" · {reply.elapsed:.1f}s")
+    return text
+
+
+class StatusBar(Static):
+    """Always visible at the bottom; shows the reply in flight or the last one."""
+
+    def show(self, model: str, reply: Reply | None, *, timings: bool = True) -> None:
+        self.update(describe(model, reply, timings=timings))

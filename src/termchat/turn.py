@@ -1,0 +1,246 @@
+"""One exchange and the conversation it belongs to: send, accumulate, time, cancel, record.
+
+Both front ends drive replies through `Conversation.send`; neither talks to a provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import InitVar, dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from termchat.config import ModelConfig
+from termchat.errors import ProviderError, StreamInterruptedError
+from termchat.events import Event, Finish, ReasoningDelta, TextDelta, Usage
+from termchat.providers import ChatRequest, Message, Provider, open_provider
+
+
+class Status(StrEnum):
+    WAITING = "waiting"
+    STREAMING = "streaming"
+    COMPLETE = "complete"
+    CANCELLED = "cancelled"
+    ERROR = "error"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def final(self) -> bool:
+        return self not in (Status.WAITING, Status.STREAMING)
+
+
+@dataclass
+class Reply:
+    """An assistant reply as it accumulates: text, usage, finish, status and timings."""
+
+    model: str = ""
+    provider: str = ""
+    initial_text: InitVar[str] = ""
+    reasoning: str = ""
+    usage: Usage = field(default_factory=Usage)
+    finish: Finish | None = None
+    status: Status = Status.WAITING
+    error: ProviderError | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+    ended_at: float | None = None
+    _parts: list[str] = field(default_factory=list, repr=False)
+
+    def __post_init__(self, initial_text: str) -> None:
+        if initial_text:
+            self._parts.append(initial_text)
+
+    def add_text(self, text: str) -> None:
+        self._parts.append(text)
+
+    @property
+    def text(self) -> str:
+        # Parts are joined on read, so appending stays O(1) however long the reply grows.
+        if len(self._parts) > 1:
+            self._parts[:] = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""
+
+    @property
+    def ttft(self) -> float | None:
+        """Seconds from sending to the first token."""
+        return None if self.first_token_at is None else self.first_token_at - self.started_at
+
+    @property
+    def elapsed(self) -> float:
+        return (self.ended_at or time.monotonic()) - self.started_at
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Output tokens over generation time; estimated from characters when not reported."""
+        if self.first_token_at is None:
+            return None
+        seconds = (self.ended_at or time.monotonic()) - self.first_token_at
+        if seconds <= 0:
+            return None
+        tokens = self.usage.output_tokens
+        if tokens is None:
+            tokens = round(len(self.text) / 4)
+        return tokens / seconds
+
+
+class Recorder(Protocol):
+    """Where finished and in-flight replies go (the history store implements it)."""
+
+    def checkpoint(self, reply: Reply) -> None:
+        """Called with the reply so far, at most once per `CHECKPOINT_SECONDS`."""
+
+    def finish(self, reply: Reply) -> None:
+        """Called once with the reply in its final state (complete, cancelled, error...)."""
+
+
+CHECKPOINT_SECONDS = 1.0
+EventSink = Callable[[Event], Awaitable[None] | None]
+
+
+async def run_turn(provider: Provider, request: ChatRequest, reply: Reply,
+                   on_event: EventSink | None = None, recorder: Recorder | None = None) -> Reply:
+    """Stream one reply into `reply`, calling `on_event` for every event.
+
+    Cancelling the task running this closes the HTTP stream at once and leaves `reply`
+    `cancelled` with its partial text; provider errors leave it `error` / `interrupted` and
+    are re-raised. The recorder sees checkpoints while it streams and the final state once.
+    """
+    next_checkpoint = time.monotonic() + CHECKPOINT_SECONDS
+    try:
+        async with aclosing(provider.stream(request)) as events:
+            async for event in events:
+                match event:
+                    case TextDelta(text):
+                        if reply.first_token_at is None:
+                            reply.first_token_at = time.monotonic()
+                            reply.status = Status.STREAMING
+                        reply.add_text(text)
+                    case ReasoningDelta(text):
+                        if reply.first_token_at is None:
+                            reply.first_token_at = time.monotonic()
+                            reply.status = Status.STREAMING
+                        reply.reasoning += text
+                    case Usage():
+                        reply.usage = reply.usage.merge(event)
+                    case Finish():
+                        reply.finish = event
+                if on_event is not None:
+                    result = on_event(event)
+                    if result is not None:
+                        await result
+                if recorder is not None and time.monotonic() >= next_checkpoint:
+                    next_checkpoint = time.monotonic() + CHECKPOINT_SECONDS
+                    recorder.checkpoint(reply)
+        reply.status = Status.COMPLETE
+    except asyncio.CancelledError:
+        reply.status = Status.CANCELLED
+        raise
+    except StreamInterruptedError as exc:
+        reply.status, reply.error = Status.INTERRUPTED, exc
+        raise
+    except ProviderError as exc:
+        reply.status, reply.error = Status.ERROR, exc
+        raise
+    finally:
+        reply.ended_at = time.monotonic()
+        if recorder is not None:
+            recorder.finish(reply)
+    return reply
+
+
+@dataclass
+class Exchange:
+    """A user prompt and the reply it got (possibly partial, possibly failed)."""
+
+    prompt: str
+    reply: Reply
+    recorder: Recorder | None = None
+
+    @property
+    def in_context(self) -> bool:
+        """Whether later requests carry this exchange.
+
+        Complete replies do, and so do partial ones that were cancelled or interrupted (the
+        user saw them and may refer to them). A provider error does not: its prompt goes
+        back to the user to send again, and sending both would repeat the question.
+        """
+        if self.reply.status is Status.ERROR:
+            return False
+        return self.reply.status is Status.COMPLETE or bool(self.reply.text)
+
+
+class History(Protocol):
+    """The conversation-level side of storage."""
+
+    def user_prompt(self, prompt: str, model: ModelConfig) -> Recorder:
+        """Store the prompt (before the request is sent) and return the reply's recorder."""
+        ...
+
+
+class Conversation:
+    """The turns so far with one model; builds each request and drives each reply."""
+
+    def __init__(self, model: ModelConfig, *, system: str | None = None,
+                 exchanges: list[Exchange] | None = None, history: History | None = None,
+                 key_env: dict[str, str] | None = None) -> None:
+        self.model = model
+        self.system = system if system is not None else model.system
+        self.exchanges: list[Exchange] = exchanges or []
+        self.history = history
+        self._key_env = key_env
+        self._provider: Provider | None = None
+
+    def messages(self, prompt: str, upto: int | None = None) -> tuple[Message, ...]:
+        """The earlier exchanges that are context, then `prompt`."""
+        messages: list[Message] = []
+        for exchange in self.exchanges[:upto]:
+            if exchange.in_context:
+                messages.append(Message("user", exchange.prompt))
+                messages.append(Message("assistant", exchange.reply.text))
+        messages.append(Message("user", prompt))
+        return tuple(messages)
+
+    def request(self, prompt: str, upto: int | None = None) -> ChatRequest:
+        return ChatRequest(messages=self.messages(prompt, upto), system=self.system,
+                           temperature=self.model.temperature, max_tokens=self.model.max_tokens)
+
+    def provider(self) -> Provider:
+        """The provider for the current model, created (and its SDK imported) on first use."""
+        if self._provider is None or self._provider.model != self.model:
+            key = self.model.resolve_key() if self._key_env is None \
+                else self.model.resolve_key(self._key_env)
+            self._provider = open_provider(self.model, key)
+        return self._provider
+
+    def switch_model(self, model: ModelConfig) -> None:
+        self.model = model
+        if self.system is None:
+            self.system = model.system
+
+    def start(self, prompt: str) -> Exchange:
+        """Begin an exchange: resolve the provider (a missing key raises here, before anything
+        is stored), store the prompt, and add the exchange with a waiting reply."""
+        self.provider()
+        recorder = self.history.user_prompt(prompt, self.model) if self.history else None
+        exchange = Exchange(prompt, Reply(model=self.model.model, provider=self.model.provider),
+                            recorder)
+        self.exchanges.append(exchange)
+        return exchange
+
+    async def stream(self, exchange: Exchange, on_event: EventSink | None = None) -> Exchange:
+        """Stream the reply to `exchange` (which must be the last one started)."""
+        request = self.request(exchange.prompt, upto=len(self.exchanges) - 1)
+        await run_turn(self.provider(), request, exchange.reply, on_event, exchange.recorder)
+        return exchange
+
+    async def send(self, prompt: str, on_event: EventSink | None = None) -> Exchange:
+        """Send `prompt` with the conversation so far; the exchange is kept whatever happens."""
+        return await self.stream(self.start(prompt), on_event)
+
+    async def aclose(self) -> None:
+        if self._provider is not None:
+            await self._provider.aclose()
+            self._provider = None

@@ -1,0 +1,750 @@
+"""The local provider server, driven by the real OpenAI and Anthropic SDKs over its socket."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx2
+import openai
+import pytest
+from openai.types.chat import ChatCompletionChunk
+
+from termchat import devserver
+from termchat.devserver import ProviderServer, Reply
+
+MESSAGES: list[Any] = [{"role": "user", "content": "Hello there"}]
+
+
+@pytest.fixture
+def srv(provider_server: ProviderServer) -> ProviderServer:
+    provider_server.default = Reply(text="default reply")
+    return provider_server
+
+
+def oai(server: ProviderServer, **kwargs: Any) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(
+        api_key="test", base_url=server.openai_base_url, max_retries=0, **kwargs
+    )
+
+
+def ant(server: ProviderServer, **kwargs: Any) -> anthropic.AsyncAnthropic:
+    return anthropic.AsyncAnthropic(
+        api_key="test", base_url=server.anthropic_base_url, max_retries=0, **kwargs
+    )
+
+
+async def oai_chunks(
+    server: ProviderServer, *, include_usage: bool = True, **kwargs: Any
+) -> list[ChatCompletionChunk]:
+    async with oai(server, **kwargs) as client:
+        stream = await client.chat.completions.create(
+            model="gpt-test",
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True} if include_usage else openai.omit,
+        )
+        async with stream:
+            return [chunk async for chunk in stream]
+
+
+def contents(chunks: list[ChatCompletionChunk]) -> list[str]:
+    return [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+
+
+def raw_post(
+    server: ProviderServer, path: str, body: dict[str, Any], headers: dict[str, str]
+) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        conn.request("POST", path, body=json.dumps(body), headers=headers)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+# --- OpenAI Chat Completions -------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_openai_stream_arrives_in_the_scripted_chunks_with_usage(
+    srv: ProviderServer,
+) -> None:
+    pieces = ["Hel", "lo ", "w", "é", "rld ", "🎉", "!"]
+    srv.queue(
+        Reply(
+            chunks=pieces,
+            input_tokens=11,
+            output_tokens=7,
+            cached_tokens=3,
+            reasoning_tokens=2,
+        )
+    )
+    chunks = await oai_chunks(srv)
+
+    first = chunks[0].choices[0].delta
+    assert (first.role, first.content, first.refusal) == ("assistant", "", None)
+    assert contents(chunks) == pieces
+    assert all(c.model == "gpt-test" and c.object == "chat.completion.chunk" for c in chunks)
+    assert len({c.id for c in chunks}) == 1
+    finish = chunks[-2]
+    assert finish.choices[0].finish_reason == "stop"
+    assert finish.choices[0].delta.content is None
+    usage_chunk = chunks[-1]
+    assert usage_chunk.choices == []
+    usage = usage_chunk.usage
+    assert usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (11, 7, 18)
+    assert usage.prompt_tokens_details and usage.prompt_tokens_details.cached_tokens == 3
+    assert usage.completion_tokens_details
+    assert usage.completion_tokens_details.reasoning_tokens == 2
+    assert all(c.usage is None for c in chunks[:-1])
+
+    (req,) = srv.requests
+    assert req.path == "/v1/chat/completions"
+    assert req.body["messages"] == MESSAGES
+    assert req.body["stream_options"] == {"include_usage": True}
+    assert req.headers["authorization"] == "Bearer test"
+    assert req.completed and req.chunks_sent == len(pieces) and req.disconnected_at is None
+    assert req.received_at <= (req.first_chunk_at or 0) <= (req.last_chunk_at or 0)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("usage", "include_usage", "sent"),
+    [
+        ("auto", False, False),
+        ("never", True, False),
+        ("always", False, True),
+    ],
+)
+async def test_openai_usage_modes(
+    srv: ProviderServer, usage: Any, include_usage: bool, sent: bool
+) -> None:
+    srv.queue(Reply(text="hi", usage=usage))
+    chunks = await oai_chunks(srv, include_usage=include_usage)
+    assert contents(chunks) == ["hi"]
+    assert (chunks[-1].usage is not None) is sent
+    assert (chunks[-1].choices == []) is sent
+
+
+@pytest.mark.asyncio
+async def test_openai_text_is_cut_on_code_points_and_estimates_usage(
+    srv: ProviderServer,
+) -> None:
+    srv.queue(Reply(text="ééé🎉🎉日本", chunk_size=2))
+    chunks = await oai_chunks(srv)
+    assert contents(chunks) == ["éé", "é🎉", "🎉日", "本"]
+    usage = chunks[-1].usage
+    assert usage is not None
+    # "Hello there" is 11 characters -> 11 // 4 + 1; the reply is 7 -> 7 // 4 + 1.
+    assert (usage.prompt_tokens, usage.completion_tokens) == (3, 2)
+
+
+@pytest.mark.asyncio
+async def test_openai_finish_reason_and_refusal(srv: ProviderServer) -> None:
+    srv.queue(
+        Reply(text="truncat", finish="length"),
+        Reply(refusal="I can't help with that.", chunk_size=8),
+    )
+    chunks = await oai_chunks(srv)
+    assert chunks[-2].choices[0].finish_reason == "length"
+
+    chunks = await oai_chunks(srv)
+    first = chunks[0].choices[0].delta
+    assert (first.role, first.content, first.refusal) == ("assistant", None, "")
+    refusals = [c.choices[0].delta.refusal for c in chunks[1:] if c.choices]
+    assert "".join(r for r in refusals if r) == "I can't help with that."
+    assert contents(chunks) == []
+    assert chunks[-2].choices[0].finish_reason == "stop"
+
+
+@pytest.mark.asyncio
+async def test_openai_non_streaming(srv: ProviderServer) -> None:
+    srv.queue(Reply(text="plain answer", input_tokens=5, output_tokens=2, finish="length"))
+    async with oai(srv) as client:
+        completion = await client.chat.completions.create(model="gpt-test", messages=MESSAGES)
+    assert completion.choices[0].message.content == "plain answer"
+    assert completion.choices[0].finish_reason == "length"
+    assert completion.model == "gpt-test"
+    assert completion.usage is not None
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (5, 2)
+    assert srv.requests[0].completed
+
+
+@pytest.mark.asyncio
+async def test_openai_stream_helper_accumulates(srv: ProviderServer) -> None:
+    srv.queue(Reply(text="accumulated text", chunk_size=3))
+    async with (
+        oai(srv) as client,
+        client.chat.completions.stream(
+            model="gpt-test", messages=MESSAGES, stream_options={"include_usage": True}
+        ) as stream,
+    ):
+        async for _ in stream:
+            pass
+        final = await stream.get_final_completion()
+    assert final.choices[0].message.content == "accumulated text"
+    assert final.usage is not None
+
+
+# --- Anthropic Messages ------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_anthropic_stream_text_thinking_and_usage(srv: ProviderServer) -> None:
+    srv.queue(
+        Reply(
+            chunks=["Bon", "jour ", "é", "🎉"],
+            thinking="Let me think.",
+            chunk_size=5,
+            input_tokens=20,
+            output_tokens=9,
+            cached_tokens=4,
+            reasoning_tokens=5,
+        )
+    )
+    texts: list[str] = []
+    thinking: list[str] = []
+    async with (
+        ant(srv) as client,
+        client.messages.stream(model="claude-test", max_tokens=100, messages=MESSAGES) as stream,
+    ):
+        async for event in stream:
+            if event.type == "text":
+                texts.append(event.text)
+            elif event.type == "thinking":
+                thinking.append(event.thinking)
+        message = await stream.get_final_message()
+
+    assert texts == ["Bon", "jour ", "é", "🎉"]
+    assert thinking == ["Let m", "e thi", "nk."]
+    assert message.model == "claude-test"
+    assert message.stop_reason == "end_turn"
+    assert [block.type for block in message.content] == ["thinking", "text"]
+    thinking_block = message.content[0]
+    assert thinking_block.type == "thinking" and thinking_block.signature
+    assert message.usage.input_tokens == 20
+    assert message.usage.output_tokens == 9
+    assert message.usage.cache_read_input_tokens == 4
+    assert message.usage.output_tokens_details
+    assert message.usage.output_tokens_details.thinking_tokens == 5
+    req = srv.requests[0]
+    assert req.path == "/v1/messages" and req.body["max_tokens"] == 100
+    assert req.completed and req.chunks_sent == 7
+
+
+@pytest.mark.asyncio
+async def test_anthropic_raw_event_sequence_and_stop_reason(srv: ProviderServer) -> None:
+    srv.queue(Reply(text="abcdef", chunk_size=3, finish="max_tokens"))
+    async with ant(srv) as client:
+        stream = await client.messages.create(
+            model="claude-test", max_tokens=10, messages=MESSAGES, stream=True
+        )
+        async with stream:
+            events = [event async for event in stream]
+    assert [e.type for e in events] == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    start, delta = events[0], events[-2]
+    assert start.type == "message_start" and start.message.stop_reason is None
+    assert start.message.usage.output_tokens == 1
+    assert delta.type == "message_delta" and delta.delta.stop_reason == "max_tokens"
+    assert delta.usage.output_tokens == 6 // 4 + 1
+
+
+@pytest.mark.asyncio
+async def test_anthropic_non_streaming(srv: ProviderServer) -> None:
+    srv.queue(Reply(text="plain", thinking="hmm", output_tokens=3))
+    async with ant(srv) as client:
+        message = await client.messages.create(
+            model="claude-test", max_tokens=10, messages=MESSAGES
+        )
+    assert [b.type for b in message.content] == ["thinking", "text"]
+    text_block = message.content[1]
+    assert text_block.type == "text" and text_block.text == "plain"
+    assert message.stop_reason == "end_turn" and message.usage.output_tokens == 3
+
+
+@pytest.mark.asyncio
+async def test_keepalives_are_ignored_by_both_sdks(srv: ProviderServer) -> None:
+    srv.queue(Reply(text="abcd", chunk_size=1, keepalive=True))
+    assert contents(await oai_chunks(srv)) == list("abcd")
+    srv.queue(Reply(text="abcd", chunk_size=1, keepalive=True))
+    async with (
+        ant(srv) as client,
+        client.messages.stream(model="claude-test", max_tokens=10, messages=MESSAGES) as stream,
+    ):
+        assert [t async for t in stream.text_stream] == list("abcd")
+
+
+# --- Errors ------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_openai_error_statuses_map_to_sdk_exceptions(srv: ProviderServer) -> None:
+    srv.queue(
+        Reply(status=429, retry_after="7"),
+        Reply(status=404),
+        Reply(status=401),
+        Reply(status=500),
+        Reply(status=400, error_code="context_length_exceeded", error_message="Too long."),
+    )
+    async with oai(srv) as client:
+
+        async def call() -> None:
+            await client.chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True)
+
+        with pytest.raises(openai.RateLimitError) as rate:
+            await call()
+        assert rate.value.response.headers["retry-after"] == "7"
+        assert rate.value.response.headers["x-should-retry"] == "false"
+        assert rate.value.code == "rate_limit_exceeded"
+        assert rate.value.response.headers["x-request-id"].startswith("req_")
+        with pytest.raises(openai.NotFoundError) as missing:
+            await call()
+        assert missing.value.code == "model_not_found"
+        with pytest.raises(openai.AuthenticationError):
+            await call()
+        with pytest.raises(openai.InternalServerError) as server_error:
+            await call()
+        assert server_error.value.type == "server_error"
+        with pytest.raises(openai.BadRequestError) as bad:
+            await call()
+        assert bad.value.code == "context_length_exceeded"
+        assert bad.value.message == "Error code: 400 - Too long."
+
+
+@pytest.mark.asyncio
+async def test_anthropic_error_statuses_map_to_sdk_exceptions(srv: ProviderServer) -> None:
+    srv.queue(
+        Reply(status=429, retry_after="3"),
+        Reply(status=529),
+        Reply(status=404, error_message="model: claude-nope"),
+        Reply(status=401),
+        Reply(status=500),
+    )
+    async with ant(srv) as client:
+
+        async def call() -> None:
+            async with client.messages.stream(
+                model="claude-test", max_tokens=10, messages=MESSAGES
+            ) as stream:
+                await stream.get_final_text()
+
+        with pytest.raises(anthropic.RateLimitError) as rate:
+            await call()
+        assert rate.value.response.headers["retry-after"] == "3"
+        assert rate.value.type == "rate_limit_error"
+        assert rate.value.request_id and rate.value.request_id.startswith("req_")
+        with pytest.raises(anthropic.OverloadedError) as overloaded:
+            await call()
+        assert overloaded.value.status_code == 529 and overloaded.value.type == "overloaded_error"
+        assert isinstance(overloaded.value, anthropic.InternalServerError)
+        with pytest.raises(anthropic.NotFoundError) as missing:
+            await call()
+        assert missing.value.api_message == "model: claude-nope"
+        with pytest.raises(anthropic.AuthenticationError):
+            await call()
+        with pytest.raises(anthropic.InternalServerError) as api_error:
+            await call()
+        assert api_error.value.type == "api_error"
+
+
+@pytest.mark.asyncio
+async def test_mid_stream_error_events_raise(srv: ProviderServer) -> None:
+    srv.queue(Reply(text="abcdef", chunk_size=2, error_after=2))
+    got: list[str] = []
+    async with oai(srv) as client:
+        stream = await client.chat.completions.create(
+            model="gpt-test", messages=MESSAGES, stream=True
+        )
+        with pytest.raises(openai.APIError) as caught:
+            async with stream:
+                async for chunk in stream:
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        got.append(chunk.choices[0].delta.content)
+    assert got == ["ab", "cd"]
+    assert not isinstance(caught.value, openai.APIStatusError)
+    assert caught.value.type == "server_error"
+
+    srv.queue(Reply(text="abcdef", chunk_size=2, error_after=1))
+    texts: list[str] = []
+    async with ant(srv) as client:
+        with pytest.raises(anthropic.APIStatusError) as status:
+            async with client.messages.stream(
+                model="claude-test", max_tokens=10, messages=MESSAGES
+            ) as stream:
+                async for text in stream.text_stream:
+                    texts.append(text)
+    assert texts == ["ab"]
+    assert status.value.status_code == 200 and status.value.type == "overloaded_error"
+    assert not isinstance(status.value, anthropic.OverloadedError)
+    assert all(r.completed for r in srv.requests)
+
+
+@pytest.mark.asyncio
+async def test_abrupt_disconnect_is_a_transport_error(srv: ProviderServer) -> None:
+    srv.queue(Reply(text="abcdef", chunk_size=2, disconnect_after=2))
+    got: list[str] = []
+    async with oai(srv) as client:
+        stream = await client.chat.completions.create(
+            model="gpt-test", messages=MESSAGES, stream=True
+        )
+        # openai wraps transport errors inside a stream; anthropic (below) does not.
+        with pytest.raises(openai.APIConnectionError) as caught:
+            async with stream:
+                async for chunk in stream:
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        got.append(chunk.choices[0].delta.content)
+    assert got == ["ab", "cd"]
+    assert isinstance(caught.value.__cause__, httpx2.TransportError)
+
+    srv.queue(Reply(text="abcdef", chunk_size=2, disconnect_after=1))
+    texts: list[str] = []
+    async with ant(srv) as client:
+        with pytest.raises(httpx2.TransportError):
+            async with client.messages.stream(
+                model="claude-test", max_tokens=10, messages=MESSAGES
+            ) as stream:
+                async for text in stream.text_stream:
+                    texts.append(text)
+    assert texts == ["ab"]
+    first, second = srv.requests
+    assert not first.completed and first.chunks_sent == 2 and first.disconnected_at is None
+    assert not second.completed and second.chunks_sent == 1
+    assert srv.disconnects == []
+
+
+@pytest.mark.asyncio
+async def test_stall_trips_the_read_timeout_and_the_server_sees_the_client_go(
+    srv: ProviderServer,
+) -> None:
+    srv.queue(Reply(text="abcdef", chunk_size=2, stall_after=1))
+    async with oai(srv, timeout=0.5) as client:
+        stream = await client.chat.completions.create(
+            model="gpt-test", messages=MESSAGES, stream=True
+        )
+        with pytest.raises(openai.APITimeoutError):
+            async with stream:
+                async for _ in stream:
+                    pass
+    rec = await asyncio.to_thread(srv.wait_for_disconnect, 2)
+    assert rec.chunks_sent == 1 and not rec.completed
+
+    srv.queue(Reply(text="abcdef", chunk_size=2, stall_after=0))
+    async with ant(srv, timeout=0.5) as client:
+        with pytest.raises(httpx2.ReadTimeout):
+            async with client.messages.stream(
+                model="claude-test", max_tokens=10, messages=MESSAGES
+            ) as stream:
+                await stream.get_final_text()
+    rec = await asyncio.to_thread(srv.wait_for_disconnect, 2)
+    assert rec.chunks_sent == 0 and rec.path == "/v1/messages"
+
+
+@pytest.mark.asyncio
+async def test_end_without_finish_ends_silently(srv: ProviderServer) -> None:
+    srv.queue(Reply(text="abcdef", chunk_size=2, end_without_finish_after=2))
+    chunks = await oai_chunks(srv)
+    assert contents(chunks) == ["ab", "cd"]
+    assert all(c.choices[0].finish_reason is None for c in chunks)
+    assert all(c.usage is None for c in chunks)
+
+    srv.queue(Reply(text="abcdef", chunk_size=2, end_without_finish_after=1))
+    async with ant(srv) as client:
+        stream = await client.messages.create(
+            model="claude-test", max_tokens=10, messages=MESSAGES, stream=True
+        )
+        async with stream:
+            events = [e.type async for e in stream]
+    assert events == ["message_start", "content_block_start", "content_block_delta"]
+
+
+@pytest.mark.asyncio
+async def test_cancelling_a_stream_is_seen_as_a_disconnect_within_a_second(
+    srv: ProviderServer,
+) -> None:
+    got: list[str] = []
+
+    async def consume_openai() -> None:
+        async with oai(srv) as client:
+            stream = await client.chat.completions.create(
+                model="gpt-test", messages=MESSAGES, stream=True
+            )
+            async with stream:
+                async for chunk in stream:
+                    got.append(chunk.id)
+                    # Busy with something other than the network, like a UI update.
+                    await asyncio.sleep(0.05)
+
+    async def consume_anthropic() -> None:
+        async with (
+            ant(srv) as client,
+            client.messages.stream(model="claude-test", max_tokens=10, messages=MESSAGES) as stream,
+        ):
+            async for text in stream.text_stream:
+                got.append(text)
+                await asyncio.sleep(0.05)
+
+    for path, consume in (
+        ("/v1/chat/completions", consume_openai),
+        ("/v1/messages", consume_anthropic),
+    ):
+        got.clear()
+        srv.queue(Reply(text="x" * 500, chunk_size=1, delay=0.01))
+        task = asyncio.create_task(consume())
+        while len(got) < 3:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        cancelled_at = time.monotonic()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        rec = await asyncio.to_thread(srv.wait_for_disconnect, 2)
+        assert rec.path == path and not rec.completed
+        assert rec.disconnected_at is not None
+        assert rec.disconnected_at - cancelled_at < 1.0
+        assert 3 <= rec.chunks_sent < 500
+
+
+@pytest.mark.asyncio
+async def test_disconnect_during_a_delay_is_noticed_before_the_next_write(
+    srv: ProviderServer,
+) -> None:
+    srv.queue(Reply(text="abc", chunk_size=1, first_delay=30))
+    async with oai(srv) as client:
+        stream = await client.chat.completions.create(
+            model="gpt-test", messages=MESSAGES, stream=True
+        )
+        await stream.__anext__()
+        await stream.close()
+        closed_at = time.monotonic()
+    rec = await asyncio.to_thread(srv.wait_for_disconnect, 2)
+    assert rec.disconnected_at is not None and rec.disconnected_at - closed_at < 1.0
+    assert rec.chunks_sent == 0
+
+
+# --- Timing, size, volume ----------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_delays_pace_the_stream(srv: ProviderServer) -> None:
+    srv.queue(Reply(text="abc", chunk_size=1, header_delay=0.2, first_delay=0.2, delay=0.1))
+    arrivals: list[float] = []
+    async with oai(srv) as client:
+        start = time.monotonic()
+        stream = await client.chat.completions.create(
+            model="gpt-test", messages=MESSAGES, stream=True
+        )
+        headers_at = time.monotonic() - start
+        async with stream:
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    arrivals.append(time.monotonic() - start)
+    assert headers_at >= 0.19
+    assert arrivals[0] >= 0.39
+    assert arrivals[1] - arrivals[0] >= 0.09 and arrivals[2] - arrivals[1] >= 0.09
+    req = srv.requests[0]
+    assert req.first_chunk_at is not None and req.first_chunk_at - req.received_at >= 0.39
+
+
+@pytest.mark.asyncio
+async def test_a_5_mb_body_is_accepted_and_recorded(srv: ProviderServer) -> None:
+    big = "y" * (5 * 1024 * 1024)
+    srv.queue(Reply(text="ok", input_tokens=1))
+    async with oai(srv) as client:
+        completion = await client.chat.completions.create(
+            model="gpt-test", messages=[{"role": "user", "content": big}]
+        )
+    assert completion.choices[0].message.content == "ok"
+    assert srv.requests[0].body["messages"][0]["content"] == big
+
+
+@pytest.mark.asyncio
+async def test_ten_thousand_chunks_go_through_quickly(srv: ProviderServer) -> None:
+    srv.queue(Reply(text="z" * 10_000, chunk_size=1))
+    # A raw reader keeps up with any server, so this times the server alone.
+    status, _, body = await asyncio.to_thread(
+        raw_post,
+        srv,
+        "/v1/chat/completions",
+        {"model": "m", "messages": MESSAGES, "stream": True},
+        {"Authorization": "Bearer k"},
+    )
+    assert status == 200 and body.count(b'"content":"z"') == 10_000
+    req = srv.requests[0]
+    assert req.chunks_sent == 10_000 and req.completed
+    assert req.last_chunk_at is not None and req.last_chunk_at - req.received_at < 0.5
+
+    srv.queue(Reply(text="z" * 10_000, chunk_size=1))
+    assert len(contents(await oai_chunks(srv))) == 10_000
+
+
+# --- The server itself -------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_queue_is_fifo_across_endpoints_then_the_default(srv: ProviderServer) -> None:
+    srv.queue(Reply(text="first"), Reply(text="second"))
+    async with oai(srv) as client:
+        completion = await client.chat.completions.create(model="gpt-test", messages=MESSAGES)
+        assert completion.choices[0].message.content == "first"
+    async with ant(srv) as client:
+        message = await client.messages.create(model="claude-test", max_tokens=5, messages=MESSAGES)
+        assert message.content[0].type == "text" and message.content[0].text == "second"
+    assert contents(await oai_chunks(srv)) == ["default repl", "y"]
+    assert len(srv.wait_for_requests(3, timeout=1)) == 3
+    srv.queue(Reply(text="dropped"))
+    srv.reset()
+    assert srv.requests == []
+    assert contents(await oai_chunks(srv)) == ["default repl", "y"]
+
+
+def test_demo_reply_echoes_the_last_user_message() -> None:
+    with ProviderServer() as server:
+        status, _, body = raw_post(
+            server,
+            "/v1/chat/completions",
+            {
+                "model": "m",
+                "messages": [
+                    {"role": "user", "content": "old"},
+                    {"role": "assistant", "content": "x"},
+                    {"role": "user", "content": [{"type": "text", "text": "What is 2+2?"}]},
+                ],
+            },
+            {"Authorization": "Bearer k"},
+        )
+    text = json.loads(body)["choices"][0]["message"]["content"]
+    assert status == 200
+    assert "> What is 2+2?" in text and "old" not in text
+    assert "# " in text and "\n- " in text and "| --- |" in text and "```python" in text
+
+
+def test_raw_wire_format_and_keep_alive_on_one_connection(srv: ProviderServer) -> None:
+    srv.queue(Reply(text="hi"), Reply(text="yo"))
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+    body = {"model": "m", "messages": MESSAGES, "stream": True}
+
+    conn.request("POST", "/v1/chat/completions", json.dumps(body), {"Authorization": "Bearer k"})
+    resp = conn.getresponse()
+    sock = conn.sock
+    assert resp.status == 200
+    assert resp.getheader("content-type") == "text/event-stream; charset=utf-8"
+    assert resp.getheader("transfer-encoding") == "chunked"
+    assert resp.getheader("x-request-id", "").startswith("req_")
+    events = resp.read().decode().split("\n\n")
+    assert events[-2:] == ["data: [DONE]", ""]
+    assert all(e.startswith("data: {") for e in events[:-2])
+    assert json.loads(events[0][6:])["choices"][0]["delta"] == {
+        "role": "assistant",
+        "content": "",
+        "refusal": None,
+    }
+
+    conn.request("POST", "/v1/messages", json.dumps(body), {"x-api-key": "k"})
+    resp = conn.getresponse()
+    assert conn.sock is sock
+    assert resp.getheader("content-type") == "text/event-stream"
+    assert resp.getheader("request-id", "").startswith("req_")
+    events = [e for e in resp.read().decode().split("\n\n") if e]
+    for event in events:
+        name, data = event.split("\n")
+        assert name == f"event: {json.loads(data.removeprefix('data: '))['type']}"
+
+    conn.request("GET", "/v1/models", headers={"Authorization": "Bearer k"})
+    resp = conn.getresponse()
+    assert resp.status == 404
+    assert json.loads(resp.read())["error"]["message"] == "Invalid URL (GET /v1/models)"
+
+    conn.request("POST", "/v1/messages", json.dumps(body), {"anthropic-version": "2023-06-01"})
+    resp = conn.getresponse()
+    assert resp.status == 401
+    assert json.loads(resp.read())["error"]["type"] == "authentication_error"
+    assert conn.sock is sock
+    conn.close()
+    assert [r.path for r in srv.requests] == [
+        "/v1/chat/completions",
+        "/v1/messages",
+        "/v1/models",
+        "/v1/messages",
+    ]
+
+
+def test_invalid_json_is_a_400_in_the_providers_format(srv: ProviderServer) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+    conn.request("POST", "/v1/messages", b"{not json", {"x-api-key": "k"})
+    resp = conn.getresponse()
+    payload = json.loads(resp.read())
+    conn.close()
+    assert resp.status == 400
+    assert payload["type"] == "error" and payload["error"]["type"] == "invalid_request_error"
+    assert payload["request_id"] == resp.getheader("request-id")
+
+
+def test_wait_for_disconnect_times_out_when_nobody_left(srv: ProviderServer) -> None:
+    with pytest.raises(TimeoutError):
+        srv.wait_for_disconnect(timeout=0.1)
+    with pytest.raises(TimeoutError):
+        srv.wait_for_requests(1, timeout=0.1)
+
+
+def test_cli_prints_exports_falls_back_when_the_port_is_taken_and_exits_quietly() -> None:
+    src = Path(devserver.__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "termchat.devserver", "--port", str(port), "--delay", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            assert proc.stdout is not None
+            lines = [proc.stdout.readline() for _ in range(5)]
+            assert f"Port {port} is taken" in lines[0]
+            match = re.match(
+                r"termchat local provider server on (http://127\.0\.0\.1:(\d+))", lines[1]
+            )
+            assert match and int(match[2]) != port
+            url = match[1]
+            assert f"export OPENAI_BASE_URL={url}/v1 OPENAI_API_KEY=local" in lines[2]
+            assert f"export ANTHROPIC_BASE_URL={url} ANTHROPIC_API_KEY=local" in lines[3]
+            assert lines[4].strip() == "Ctrl+C to stop."
+
+            request = urllib.request.Request(
+                f"{url}/v1/messages",
+                data=json.dumps({"model": "m", "max_tokens": 9, "messages": MESSAGES}).encode(),
+                headers={"x-api-key": "local", "content-type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                message = json.load(resp)
+            assert "> Hello there" in message["content"][0]["text"]
+        finally:
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert "Traceback" not in err
