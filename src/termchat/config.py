@@ -3,12 +3,10 @@ provider, model id, endpoint and key."""
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import shlex
 import stat
-import subprocess
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -130,6 +128,8 @@ _key_cache: dict[str, str] = {}
 def _run_key_command(name: str, command: str) -> str:
     if command in _key_cache:
         return _key_cache[command]
+    import subprocess
+
     try:
         done = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=30,
                               check=False)
@@ -245,6 +245,8 @@ class _Checker:
         for key, value in table.items():
             dotted = f"{prefix}{key}"
             if key not in allowed:
+                import difflib
+
                 close = difflib.get_close_matches(key, list(allowed), n=1)
                 fix = f"did you mean '{close[0]}'" if close else \
                     f"allowed keys here: {', '.join(allowed)}"

@@ -13,21 +13,28 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from termchat.config import ModelConfig, data_dir
+from termchat.config import data_dir
 from termchat.errors import ProviderError, TermchatError
 from termchat.events import Finish, FinishKind, Usage
-from termchat.turn import Exchange, Recorder, Reply, Status
+
+# `termchat.turn` (and so asyncio) is imported only when a conversation is loaded: listing,
+# searching and exporting stay quick to start.
+if TYPE_CHECKING:
+    from termchat.config import ModelConfig
+    from termchat.turn import Exchange, Recorder, Reply
 
 DEFAULT_TIMEOUT = 3.0
 TITLE_LENGTH = 60
 PREVIEW_LENGTH = 100
+SEARCH_WINDOW = 10_000
 # A live writer touches its row at least once per provider timeout (connect + idle, retried):
 # a `streaming` row left alone longer than this has lost its writer, whoever it was.
 ABANDONED_SECONDS = 600.0
 
 Warn = Callable[[str], None]
+T = TypeVar("T")
 
 
 class HistoryError(TermchatError):
@@ -67,6 +74,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             status TEXT NOT NULL CHECK (status IN
                 ('complete', 'cancelled', 'error', 'interrupted', 'streaming')),
             finish_reason TEXT,
+            finish_kind TEXT,
             input_tokens INTEGER,
             output_tokens INTEGER,
             cached_tokens INTEGER,
@@ -108,9 +116,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _MESSAGE_COLUMNS = (
-    "seq, role, text, reasoning, model, provider, status, finish_reason, input_tokens, "
-    "output_tokens, cached_tokens, reasoning_tokens, ttft, duration, error, error_kind, "
-    "created, updated, writer_host, writer_pid"
+    "seq, role, text, reasoning, model, provider, status, finish_reason, finish_kind, "
+    "input_tokens, output_tokens, cached_tokens, reasoning_tokens, ttft, duration, error, "
+    "error_kind, created, updated, writer_host, writer_pid"
 )
 
 
@@ -138,7 +146,7 @@ class StoredMessage:
     model: str
     provider: str
     status: str
-    finish_reason: str | None
+    finish: Finish | None
     usage: Usage
     ttft: float | None
     duration: float | None
@@ -149,10 +157,11 @@ class StoredMessage:
 
     def to_reply(self) -> Reply:
         """The reply as `turn` knows it, with its timings rebuilt on a clock starting at 0."""
+        from termchat.turn import Reply, Status
+
         return Reply(
             model=self.model, provider=self.provider, initial_text=self.text,
-            reasoning=self.reasoning, usage=self.usage,
-            finish=Finish.from_raw(self.finish_reason) if self.finish_reason else None,
+            reasoning=self.reasoning, usage=self.usage, finish=self.finish,
             status=Status(self.status),
             error=None if self.error is None else _provider_error(self.error_kind, self.error),
             started_at=0.0, first_token_at=self.ttft,
@@ -163,7 +172,8 @@ class StoredMessage:
         return {
             "seq": self.seq, "role": self.role, "text": self.text, "reasoning": self.reasoning,
             "model": self.model, "provider": self.provider, "status": self.status,
-            "finish_reason": self.finish_reason,
+            "finish_reason": None if self.finish is None else self.finish.reason,
+            "finish_kind": None if self.finish is None else self.finish.kind.value,
             "usage": {"input_tokens": self.usage.input_tokens,
                       "output_tokens": self.usage.output_tokens,
                       "cached_tokens": self.usage.cached_tokens,
@@ -176,6 +186,8 @@ class StoredMessage:
 
 @dataclass(frozen=True)
 class StoredConversation:
+    """A conversation and all its messages, in order."""
+
     id: int
     title: str
     model: str
@@ -238,6 +250,11 @@ class HistoryStore:
                                  check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise HistoryUnavailable(_off(_problem(path, exc, timeout))) from None
+        # SQLite quietly opens a file it may not write read-only, and an empty transaction
+        # succeeds on it: only the first prompt would fail.
+        if not os.access(path, os.W_OK):
+            db.close()
+            raise HistoryUnavailable(_off(f"{path} is read-only (check its permissions)"))
         try:
             db.execute("PRAGMA journal_mode = WAL")
             # In WAL mode NORMAL loses nothing when the process dies, only on power loss.
@@ -269,11 +286,11 @@ class HistoryStore:
 
     def resume(self, cid: int | str) -> ConversationRecord:
         """Record further turns into an existing conversation."""
-        cid = self._existing(cid)
-        return ConversationRecord(self, cid)
+        return ConversationRecord(self, self._existing(cid))
 
-    def _write(self, action: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Run a write; on failure warn once and return None: a chat never dies of history."""
+    def _write(self, action: Callable[[sqlite3.Connection], T]) -> T | None:
+        """Run a write and return its result, or warn once and return None on failure: a chat
+        never dies of history."""
         try:
             with self._lock:
                 return action(self._db)
@@ -336,20 +353,26 @@ class HistoryStore:
         """Messages (prompts and replies) matching every word of `text`, best first.
 
         Words are matched literally (quotes and operators in `text` are not FTS syntax); a
-        word ending in `*` matches as a prefix.
+        word ending in `*` matches as a prefix. Only the `SEARCH_WINDOW` most recent matching
+        messages are ranked, which keeps a search for a very common word quick.
         """
         match = _fts_query(text)
         if match is None:
             return []
         with self._using() as db:
+            # Walking the matches newest first is cheap; scoring every one of them is not.
+            oldest = db.execute(
+                "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? "
+                "ORDER BY rowid DESC LIMIT 1 OFFSET ?", (match, SEARCH_WINDOW - 1)).fetchone()
             rows = db.execute(
                 """SELECT m.conversation_id, c.title, m.seq, m.role,
                     snippet(messages_fts, 0, ?, ?, '…', 16), m.created
                 FROM messages_fts
                 JOIN messages m ON m.id = messages_fts.rowid
                 JOIN conversations c ON c.id = m.conversation_id
-                WHERE messages_fts MATCH ? ORDER BY messages_fts.rank LIMIT ?""",
-                (*highlight, match, limit),
+                WHERE messages_fts MATCH ? AND messages_fts.rowid >= ?
+                ORDER BY messages_fts.rank LIMIT ?""",
+                (*highlight, match, oldest[0] if oldest else 0, limit),
             ).fetchall()
         return [SearchHit(cid, title, seq, role, _one_line(snippet), created)
                 for cid, title, seq, role, snippet, created in rows]
@@ -369,19 +392,13 @@ class HistoryStore:
 
     def load(self, cid: int | str) -> LoadedConversation:
         """The conversation as exchanges, to continue it with `turn.Conversation`."""
+        from termchat.turn import Exchange
+
         stored = self.get(cid)
-        exchanges: list[Exchange] = []
-        prompt: str | None = None
-        for message in stored.messages:
-            if message.role == "user":
-                if prompt is not None:
-                    exchanges.append(Exchange(prompt, Reply(status=Status.INTERRUPTED)))
-                prompt = message.text
-            else:
-                exchanges.append(Exchange(prompt or "", message.to_reply()))
-                prompt = None
-        if prompt is not None:
-            exchanges.append(Exchange(prompt, Reply(status=Status.INTERRUPTED)))
+        # A prompt and its reply row are written in one transaction, so they always pair up.
+        prompts = (m.text for m in stored.messages if m.role == "user")
+        exchanges = [Exchange(next(prompts, ""), m.to_reply())
+                     for m in stored.messages if m.role == "assistant"]
         replies = [m for m in stored.messages if m.role == "assistant"]
         label = f"{replies[-1].provider}:{replies[-1].model}" if replies else ""
         return LoadedConversation(stored.id, stored.title, stored.model, label, exchanges)
@@ -506,19 +523,22 @@ class MessageRecorder:
 
     def finish(self, reply: Reply) -> None:
         # A reply that ended without reaching a final state stopped for a reason nobody saw.
-        status = reply.status if reply.status.final else Status.INTERRUPTED
-        error = reply.error
+        status = reply.status.value if reply.status.final else "interrupted"
+        error, finish = reply.error, reply.finish
         now = time.time()
-        values = (reply.text, reply.reasoning, reply.model, reply.provider, status.value,
-                  reply.finish.reason if reply.finish else None, *_usage(reply.usage),
+        values = (reply.text, reply.reasoning, reply.model, reply.provider, status,
+                  None if finish is None else finish.reason,
+                  None if finish is None else finish.kind.value, *_usage(reply.usage),
                   reply.ttft, reply.elapsed, None if error is None else error.message,
                   None if error is None else error.kind, now, self.message_id)
 
         def write(db: sqlite3.Connection) -> None:
             with _transaction(db):
                 db.execute(
-                    "UPDATE messages SET text = ?, reasoning = ?, model = ?, provider = ?, "
-                    "status = ?, finish_reason = ?, input_tokens = ?, output_tokens = ?, "
+                    "UPDATE messages SET text = ?, reasoning = ?, "
+                    "model = coalesce(nullif(?, ''), model), "
+                    "provider = coalesce(nullif(?, ''), provider), status = ?, "
+                    "finish_reason = ?, finish_kind = ?, input_tokens = ?, output_tokens = ?, "
                     "cached_tokens = ?, reasoning_tokens = ?, ttft = ?, duration = ?, "
                     "error = ?, error_kind = ?, updated = ?, writer_host = NULL, "
                     "writer_pid = NULL WHERE id = ?", values)
@@ -633,16 +653,26 @@ def _pid_alive(pid: int) -> bool:
 # -- rows to values -----------------------------------------------------------------------
 
 def _message(row: tuple[Any, ...], now: float) -> StoredMessage:
-    (seq, role, text, reasoning, model, provider, status, finish_reason, input_tokens,
-     output_tokens, cached_tokens, reasoning_tokens, ttft, duration, error, error_kind,
-     created, updated, writer_host, writer_pid) = row
+    (seq, role, text, reasoning, model, provider, status, finish_reason, finish_kind,
+     input_tokens, output_tokens, cached_tokens, reasoning_tokens, ttft, duration, error,
+     error_kind, created, updated, writer_host, writer_pid) = row
     if status == "streaming" and not _writer_alive(writer_host, writer_pid, updated, now):
         status = "interrupted"
     return StoredMessage(
-        seq, role, text, reasoning, model, provider, status, finish_reason,
+        seq, role, text, reasoning, model, provider, status,
+        _finish(finish_reason, finish_kind),
         Usage(input_tokens, output_tokens, cached_tokens, reasoning_tokens),
         ttft, duration, error, error_kind, created, updated,
     )
+
+
+def _finish(reason: str | None, kind: str | None) -> Finish | None:
+    """The stored finish; the kind is kept because it is not always the raw reason's (an
+    OpenAI refusal ends with a plain `stop`)."""
+    if reason is None:
+        return None
+    kinds = {member.value: member for member in FinishKind}
+    return Finish(reason, kinds.get(kind or "", Finish.from_raw(reason).kind))
 
 
 def _usage(usage: Usage) -> tuple[int | None, ...]:
@@ -696,10 +726,9 @@ def _fts_query(text: str) -> str | None:
 def _footer(message: StoredMessage) -> str:
     """The footer of a reply in Markdown: how it ended, tokens and timings."""
     parts = [message.status]
-    if message.finish_reason:
-        finish = Finish.from_raw(message.finish_reason)
-        if finish.kind is not FinishKind.COMPLETE or finish.meaning:
-            parts.append(finish.describe())
+    finish = message.finish
+    if finish and (finish.kind is not FinishKind.COMPLETE or finish.meaning):
+        parts.append(finish.describe())
     if message.error:
         parts.append(message.error)
     if message.usage.known:

@@ -185,13 +185,15 @@ class Conversation:
 
     def __init__(self, model: ModelConfig, *, system: str | None = None,
                  exchanges: list[Exchange] | None = None, history: History | None = None,
-                 key_env: dict[str, str] | None = None) -> None:
+                 key_env: dict[str, str] | None = None, provider: Provider | None = None
+                 ) -> None:
         self.model = model
         self.system = system if system is not None else model.system
         self.exchanges: list[Exchange] = exchanges or []
         self.history = history
         self._key_env = key_env
-        self._provider: Provider | None = None
+        # Normally created on first use; passing one in lets a benchmark replay a stream.
+        self._provider = provider
 
     def messages(self, prompt: str, upto: int | None = None) -> tuple[Message, ...]:
         """The earlier exchanges that are context, then `prompt`."""

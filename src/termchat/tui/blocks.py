@@ -54,6 +54,11 @@ class BlockRenderer:
             self._parts.append(fragment)
             self._dirty = True
 
+    @property
+    def stable_lines(self) -> int:
+        """How many leading lines no later text can change (at the current width)."""
+        return len(self._settled)
+
     def lines(self, width: int) -> list[Strip]:
         """All lines at `width`; cheap when nothing changed since the last call."""
         width = max(width, 1)
@@ -146,3 +151,9 @@ def _is_blank(line: list[Segment]) -> bool:
 def _has_background(style: Style | None) -> bool:
     return style is not None and style.bgcolor is not None
 
+
+
+def code_blocks(text: str) -> list[str]:
+    """The bodies of the fenced and indented code blocks in `text`, in order."""
+    return [token.content for token in _parser().parse(text)
+            if token.type in ("fence", "code_block")]

@@ -11,7 +11,6 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
 
-from termchat.tui.blocks import BlockRenderer
 from termchat.turn import Status
 
 CURSOR = "▋"
@@ -40,9 +39,10 @@ class ErrorLine(Static):
 class AssistantMessage(Widget):
     """A reply rendered as Markdown while it streams, with a cursor after the last character.
 
-    A line-API widget over `BlockRenderer`: appending text re-renders only the last Markdown
-    block, and the compositor asks for just the visible lines, so a frame costs the same at
-    the end of a long reply as at its start.
+    A line-API widget over `BlockRenderer`: new text is rendered once per frame however many
+    chunks arrived, only the last Markdown block is re-rendered, and only the lines after the
+    settled blocks are repainted, so a frame costs the same at the end of a long reply as at
+    its start.
     """
 
     DEFAULT_CSS = """
@@ -52,6 +52,9 @@ class AssistantMessage(Widget):
     def __init__(self, text: str = "", *, streaming: bool = False,
                  status: Status = Status.COMPLETE, cursor_blink: bool = True) -> None:
         super().__init__(classes="assistant")
+        # Markdown parsing and rendering load on the first reply, not before the first frame.
+        from termchat.tui.blocks import BlockRenderer
+
         self._renderer = BlockRenderer(text)
         self._reasoning: list[str] = []
         self.streaming = streaming
@@ -59,8 +62,10 @@ class AssistantMessage(Widget):
         self._cursor_blink = cursor_blink
         self._cursor_on = True
         self._lines: list[Strip] = []
-        self._lines_width = -1
+        self._width = -1
         self._stale = True
+        self._reasoning_height = 0
+        self._style: Style | None = None
 
     @property
     def text(self) -> str:
@@ -71,15 +76,17 @@ class AssistantMessage(Widget):
         if self.streaming and self._cursor_blink:
             self._blink = self.set_interval(0.5, self._toggle_cursor)
 
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._style = None
+
     def append(self, fragment: str) -> None:
         self._renderer.append(fragment)
-        self._stale = True
-        self.refresh(layout=True)
+        self._changed()
 
     def append_reasoning(self, fragment: str) -> None:
         self._reasoning.append(fragment)
-        self._stale = True
-        self.refresh(layout=True)
+        self._changed()
 
     def finish(self, status: Status) -> None:
         """The reply ended: drop the cursor and mark a partial reply."""
@@ -87,8 +94,22 @@ class AssistantMessage(Widget):
         self.status = status
         if self._cursor_blink and hasattr(self, "_blink"):
             self._blink.stop()
+        self._changed()
+
+    def _changed(self) -> None:
+        if self._stale:
+            return  # a repaint is already due; it will render everything up to now
         self._stale = True
-        self.refresh(layout=True)
+        # Only lines after the settled blocks can change: repaint those, and reflow in case the
+        # height changed. The render itself happens once, during the next frame's layout.
+        stable = self._stable_lines()
+        self.refresh(Region(0, stable, max(self._width, 1), max(len(self._lines) - stable, 1)),
+                     layout=True)
+
+    def _stable_lines(self) -> int:
+        if self._reasoning and self.streaming and not self._renderer.text:
+            return 0
+        return self._reasoning_height + self._renderer.stable_lines
 
     def _toggle_cursor(self) -> None:
         self._cursor_on = not self._cursor_on
@@ -96,26 +117,26 @@ class AssistantMessage(Widget):
             self.refresh(Region(0, len(self._lines) - 1, self.size.width, 1))
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        return len(self._render_lines(width))
+        if width != self._width or self._stale:
+            self._rebuild(width)
+        return len(self._lines)
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width
-        lines = self._render_lines(width)
-        if y >= len(lines):
-            return Strip.blank(width, self.rich_style)
-        line = lines[y]
-        if self.streaming and y == len(lines) - 1:
+        if width != self._width or self._stale:
+            self._rebuild(width)
+        if self._style is None:
+            self._style = self.rich_style
+        if y >= len(self._lines):
+            return Strip.blank(width, self._style)
+        line = self._lines[y]
+        if self.streaming and y == len(self._lines) - 1:
             line = _with_cursor(line, self._cursor_on, width)
-        return line.apply_style(self.rich_style)
+        return line.apply_style(self._style)
 
-    def _render_lines(self, width: int) -> list[Strip]:
-        if self._stale or width != self._lines_width:
-            self._lines = self._build(width)
-            self._lines_width = width
-            self._stale = False
-        return self._lines
-
-    def _build(self, width: int) -> list[Strip]:
+    def _rebuild(self, width: int) -> None:
+        self._width = width
+        self._stale = False
         lines: list[Strip] = []
         if self._reasoning:
             reasoning = Text("".join(self._reasoning), style="italic #8a8a8a")
@@ -123,6 +144,7 @@ class AssistantMessage(Widget):
             rendered = console.render_lines(reasoning, console.options.update_width(width))
             lines.extend(Strip(line, width) for line in rendered)
             lines.append(Strip.blank(width))
+        self._reasoning_height = len(lines)
         body = self._renderer.lines(width)
         lines.extend(body)
         if not body and self.streaming:
@@ -133,7 +155,7 @@ class AssistantMessage(Widget):
             lines.append(Strip.blank(width))
             lines.append(Strip([Segment(text[:width], Style.parse(style))]).extend_cell_length(
                 width))
-        return lines
+        self._lines = lines
 
 
 def _with_cursor(line: Strip, visible: bool, width: int) -> Strip:

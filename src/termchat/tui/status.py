@@ -60,5 +60,10 @@ def describe(model: str, reply: Reply | None, *, timings: bool = True) -> Text:
 class StatusBar(Static):
     """Always visible at the bottom; shows the reply in flight or the last one."""
 
+    line = Text()
+
     def show(self, model: str, reply: Reply | None, *, timings: bool = True) -> None:
-        self.update(describe(model, reply, timings=timings))
+        line = describe(model, reply, timings=timings)
+        if line != self.line:
+            self.line = line
+            self.update(line)

@@ -1,0 +1,354 @@
+"""Streaming speed of the TUI, side by side with stock Textual `MarkdownStream`, in one run.
+
+Drives the real termchat app headless (Conversation -> run_turn -> screen -> widgets), fed by a
+provider that replays a ~40 KB Markdown reply as ~10,000 chunks, paced at 200 chunks/s and
+as fast as possible, after 0 and after 20 earlier long replies. The baseline is a plain
+Textual app with one Markdown widget per reply, streamed through `Markdown.get_stream()`.
+
+Measured per run:
+- chunk-to-screen latency: from a chunk's arrival at the front end to the first frame whose
+  content includes it (p50 / p95; first 10% of the reply vs last 10%);
+- frame time: the screen's update callback (layout, compositor, and turning the update into
+  terminal output, which headless mode would otherwise skip);
+- time from the last chunk to the final frame, and chunks/s taken in.
+Plus the time from process start to the first painted frame, and whether a provider SDK was
+imported by then.
+
+    .venv/bin/python bench/bench_tui.py            # the full table (~5 minutes)
+    .venv/bin/python bench/bench_tui.py --quick    # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from textual.app import App, ComposeResult
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Markdown
+
+from termchat.config import Config, ModelConfig
+from termchat.events import Event, Finish, TextDelta, Usage
+from termchat.providers import ChatRequest
+from termchat.sample import chunked, long_reply
+from termchat.tui import messages as tui_messages
+from termchat.tui.app import TermchatApp
+from termchat.turn import Conversation, Exchange, Reply, Status
+
+SIZE = (120, 40)
+MODEL = ModelConfig(name="bench", provider="openai", model="replay", api_key="unused")
+
+
+@dataclass
+class Trace:
+    """What one run observed: chunk arrivals, and frames with how much text they showed."""
+
+    arrivals: list[tuple[float, int]] = field(default_factory=list)  # (time, chars so far)
+    frames: list[tuple[float, int]] = field(default_factory=list)  # (time painted, chars shown)
+    frame_costs: list[tuple[float, float]] = field(default_factory=list)  # (time, seconds)
+    shown: int = 0
+
+
+class ReplayProvider:
+    """A Provider that replays chunks in-process, paced at `rate` chunks/s (0: flat out)."""
+
+    def __init__(self, chunks: list[str], rate: float) -> None:
+        self.model = MODEL
+        self.chunks = chunks
+        self.rate = rate
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
+        start = time.perf_counter()
+        for index, chunk in enumerate(self.chunks):
+            if self.rate:
+                delay = start + index / self.rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            else:
+                # A socket read yields to the loop; so does this.
+                await asyncio.sleep(0)
+            yield TextDelta(chunk)
+        yield Usage(input_tokens=10, output_tokens=len(self.chunks))
+        yield Finish.from_raw("stop")
+
+    async def aclose(self) -> None:
+        return None
+
+
+def instrument(app: App, trace: Trace, shown: Callable[[], int]) -> None:
+    """Record every frame the app paints."""
+    original_display = app._display
+
+    def display(screen: Screen, renderable: object) -> None:
+        original_display(screen, renderable)
+        if renderable is not None and hasattr(renderable, "render_segments"):
+            # What a real terminal session pays to turn the update into escape codes.
+            renderable.render_segments(app.console)
+            trace.frames.append((time.perf_counter(), shown()))
+
+    app._display = display  # type: ignore[method-assign]
+
+
+@contextmanager
+def frame_costs(trace: Trace) -> Iterator[None]:
+    """Time every screen update (layout, compositor, paint), for screens created inside."""
+    original = Screen._on_timer_update
+
+    def on_timer_update(screen: Screen) -> None:
+        began = time.perf_counter()
+        original(screen)
+        trace.frame_costs.append((began, time.perf_counter() - began))
+
+    Screen._on_timer_update = on_timer_update  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Screen._on_timer_update = original  # type: ignore[method-assign]
+
+
+async def run_termchat(chunks: list[str], rate: float, earlier: list[str]) -> Trace:
+    trace = Trace()
+    provider = ReplayProvider(chunks, rate)
+    exchanges = [Exchange(f"question {i}", Reply(initial_text=text, status=Status.COMPLETE))
+                 for i, text in enumerate(earlier)]
+    conversation = Conversation(MODEL, exchanges=exchanges, provider=provider)
+    app = TermchatApp(Config(path=Path("/dev/null")), MODEL, conversation=conversation,
+                      cursor_blink=False, show_timings=True)
+    original_rebuild = tui_messages.AssistantMessage._rebuild
+
+    def rebuild(widget: tui_messages.AssistantMessage, width: int) -> None:
+        original_rebuild(widget, width)
+        if widget.streaming or widget.status is Status.COMPLETE:
+            trace.shown = len(widget.text)
+
+    tui_messages.AssistantMessage._rebuild = rebuild  # type: ignore[method-assign]
+    total = 0
+
+    def on_event(event: Event) -> None:
+        nonlocal total
+        if isinstance(event, TextDelta):
+            total += len(event.text)
+            trace.arrivals.append((time.perf_counter(), total))
+
+    try:
+        with frame_costs(trace):
+            async with app.run_test(size=SIZE) as pilot:
+                await pilot.pause()
+                instrument(app, trace, lambda: trace.shown)
+                app.event_hook = on_event
+                await pilot.press("x", "enter")
+                await app.workers.wait_for_complete()
+                await _settle(pilot, trace, total)
+    finally:
+        tui_messages.AssistantMessage._rebuild = original_rebuild  # type: ignore[method-assign]
+    return trace
+
+
+class StockApp(App):
+    """The baseline: Textual's own streaming Markdown, one Markdown widget per reply."""
+
+    def __init__(self, earlier: list[str]) -> None:
+        super().__init__()
+        self.earlier = earlier
+
+    def compose(self) -> ComposeResult:
+        yield VerticalScroll(*(Markdown(text) for text in self.earlier), id="view")
+
+
+async def run_stock(chunks: list[str], rate: float, earlier: list[str]) -> Trace:
+    trace = Trace()
+    app = StockApp(earlier)
+    with frame_costs(trace):
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            view = app.query_one(VerticalScroll)
+            markdown = Markdown()
+            await view.mount(markdown)
+            view.anchor()
+            original_append = markdown.append
+
+            async def append(fragment: str) -> None:
+                await original_append(fragment)
+                trace.shown = len(markdown.source)
+
+            markdown.append = append  # type: ignore[method-assign]
+            instrument(app, trace, lambda: trace.shown)
+            stream = Markdown.get_stream(markdown)
+            provider = ReplayProvider(chunks, rate)
+            total = 0
+            async for event in provider.stream(ChatRequest(messages=())):
+                if isinstance(event, TextDelta):
+                    total += len(event.text)
+                    trace.arrivals.append((time.perf_counter(), total))
+                    await stream.write(event.text)
+            await stream.stop()
+            await _settle(pilot, trace, total)
+    return trace
+
+
+async def _settle(pilot: object, trace: Trace, total: int, limit: float = 60.0) -> None:
+    """Wait until a frame shows the whole reply."""
+    deadline = time.perf_counter() + limit
+    while time.perf_counter() < deadline:
+        if trace.frames and trace.frames[-1][1] >= total:
+            return
+        await asyncio.sleep(0.01)
+
+
+def latencies(trace: Trace) -> list[float]:
+    """For each chunk, seconds from its arrival to the first frame that showed it."""
+    result: list[float] = []
+    frame = 0
+    frames = trace.frames
+    for arrived, chars in trace.arrivals:
+        while frame < len(frames) and (frames[frame][0] < arrived or frames[frame][1] < chars):
+            frame += 1
+        if frame == len(frames):
+            result.append(float("nan"))
+        else:
+            result.append(frames[frame][0] - arrived)
+    return result
+
+
+def pct(values: list[float], q: float) -> float:
+    clean = sorted(v for v in values if v == v)
+    if not clean:
+        return float("nan")
+    return clean[min(len(clean) - 1, int(q * len(clean)))]
+
+
+def summarise(name: str, trace: Trace) -> dict[str, float | str]:
+    lat = latencies(trace)
+    tenth = max(1, len(lat) // 10)
+    first, last = lat[:tenth], lat[-tenth:]
+    costs = [c for t, c in trace.frame_costs if t >= trace.arrivals[0][0]]
+    tenth_costs = max(1, len(costs) // 10)
+    start, end = trace.arrivals[0][0], trace.arrivals[-1][0]
+    final = next((t for t, chars in trace.frames if chars >= trace.arrivals[-1][1]), float("nan"))
+    return {
+        "run": name,
+        "chunks/s": len(trace.arrivals) / (end - start) if end > start else float("inf"),
+        "p50 ms": pct(lat, 0.5) * 1e3,
+        "p95 ms": pct(lat, 0.95) * 1e3,
+        "first10% p95": pct(first, 0.95) * 1e3,
+        "last10% p95": pct(last, 0.95) * 1e3,
+        "last/first": pct(last, 0.95) / pct(first, 0.95) if pct(first, 0.95) else float("nan"),
+        "frame p50 ms": pct(costs, 0.5) * 1e3,
+        "frame p95 ms": pct(costs, 0.95) * 1e3,
+        "frame last/first": statistics.mean(costs[-tenth_costs:]) / statistics.mean(
+            costs[:tenth_costs]) if costs else float("nan"),
+        "final frame ms": (final - end) * 1e3,
+        "frames": len(trace.frames),
+    }
+
+
+FIRST_PAINT = textwrap.dedent("""
+    import sys, time
+    from termchat.cli import build_parser
+    from termchat.config import load_config
+    args = build_parser().parse_args([])
+    config = load_config(None)
+    model = config.resolve_model("openai:replay")
+    from termchat.tui.app import TermchatApp
+    app = TermchatApp(config, model)
+    original = app._display
+    def display(screen, renderable):
+        original(screen, renderable)
+        if renderable is not None and not hasattr(app, "_bench_done"):
+            app._bench_done = True
+            sdks = sorted(m for m in ("openai", "anthropic") if m in sys.modules)
+            print(time.monotonic(), ",".join(sdks) or "none", flush=True)
+            app.exit()
+    app._display = display
+    app.run(headless=True, size=(100, 30))
+""")
+
+
+def first_paint(runs: int) -> tuple[list[float], set[str]]:
+    times: list[float] = []
+    sdks: set[str] = set()
+    env = {**os.environ, "XDG_CONFIG_HOME": "/nonexistent", "OPENAI_API_KEY": "unused"}
+    for _ in range(runs):
+        began = time.monotonic()
+        out = subprocess.run([sys.executable, "-c", FIRST_PAINT], capture_output=True,
+                             text=True, env=env, check=True).stdout.split()
+        times.append(float(out[0]) - began)
+        sdks.add(out[1])
+    return times, sdks
+
+
+COLUMNS = ["run", "chunks/s", "p50 ms", "p95 ms", "first10% p95", "last10% p95", "last/first",
+           "frame p50 ms", "frame p95 ms", "frame last/first", "final frame ms", "frames"]
+
+
+def print_table(rows: list[dict[str, float | str]]) -> None:
+    widths = [max(len(c), 12) for c in COLUMNS]
+    widths[0] = max(len(str(r["run"])) for r in rows) + 1
+    print("  ".join(c.rjust(w) for c, w in zip(COLUMNS, widths, strict=True)))
+    for row in rows:
+        cells = []
+        for column, width in zip(COLUMNS, widths, strict=True):
+            value = row[column]
+            cells.append(value.ljust(width) if isinstance(value, str) else
+                         f"{value:{width}.{2 if 'first' in column else 1}f}"
+                         if isinstance(value, float) else str(value).rjust(width))
+        print("  ".join(cells))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument("--size", type=int, default=40_000, help="reply size in characters")
+    parser.add_argument("--chunks", type=int, default=10_000)
+    parser.add_argument("--rate", type=float, default=200.0, help="paced chunks/s")
+    parser.add_argument("--earlier", type=int, default=20, help="earlier replies")
+    parser.add_argument("--only", choices=["termchat", "stock"], help="run one side only")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    args = parser.parse_args()
+    if args.quick:
+        args.size, args.chunks, args.earlier = 4_000, 1_000, 3
+    text = long_reply(args.size)
+    chunks = chunked(text, args.chunks)
+    earlier = [long_reply(max(args.size // 5, 2_000), seed=100 + i) for i in range(args.earlier)]
+    print(f"reply: {len(text)} chars in {len(chunks)} chunks; {args.earlier} earlier replies "
+          f"of {len(earlier[0]) if earlier else 0} chars; terminal {SIZE[0]}x{SIZE[1]}")
+
+    rows = []
+    sides = [("termchat", run_termchat), ("stock", run_stock)]
+    for rate in (args.rate, 0.0):
+        for history in ([], earlier):
+            for side, run in sides:
+                if args.only and side != args.only:
+                    continue
+                gc.collect()
+                trace = asyncio.run(run(chunks, rate, history))
+                pace = f"{rate:g}/s" if rate else "max"
+                rows.append(summarise(f"{side} {pace} +{len(history)}", trace))
+                print_table(rows[-1:]) if len(rows) > 1 else print_table(rows)
+    print()
+    print_table(rows)
+
+    runs = 3 if args.quick else 10
+    times, sdks = first_paint(runs)
+    print(f"\nfirst frame after process start: median {statistics.median(times) * 1e3:.0f} ms, "
+          f"max {max(times) * 1e3:.0f} ms over {runs} runs (target <= 500 ms); "
+          f"SDKs imported by then: {', '.join(sorted(sdks))}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "first_paint_s": times}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

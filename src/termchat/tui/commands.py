@@ -1,0 +1,61 @@
+"""Command palette entries: switch model, new conversation, copy the reply or a code block."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+from termchat.config import PROVIDERS, ModelConfig
+from termchat.tui.blocks import code_blocks
+
+if TYPE_CHECKING:
+    from termchat.tui.app import ChatScreen, TermchatApp
+
+
+class ChatCommands(Provider):
+    """termchat's own commands, found by fuzzy search in the palette."""
+
+    def _commands(self) -> list[tuple[str, Callable[[], None], str]]:
+        app: TermchatApp = self.app  # type: ignore[assignment]
+        chat: ChatScreen = app.chat
+        commands: list[tuple[str, Callable[[], None], str]] = [
+            ("New conversation", chat.action_new_conversation, "Start over with an empty chat"),
+            ("Copy last reply", chat.action_copy_reply, "Copy the reply's Markdown (OSC 52)"),
+        ]
+        reply = chat.last_reply
+        for index, block in enumerate(code_blocks(reply.text) if reply else []):
+            first = block.strip().splitlines()[0][:40] if block.strip() else ""
+            commands.append((f"Copy code block {index + 1}: {first}",
+                             partial(chat.action_copy_code, index),
+                             "Copy this code block from the last reply"))
+        current = chat.conversation.model
+        for model in _models(app, current):
+            commands.append((f"Switch model: {model.name} ({model.label})",
+                             partial(chat.switch_model, model),
+                             "Use this model for the next replies"))
+        return commands
+
+    async def discover(self) -> Hits:
+        for name, callback, help_text in self._commands():
+            yield DiscoveryHit(name, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, callback, help_text in self._commands():
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), callback, help=help_text)
+
+
+def _models(app: TermchatApp, current: ModelConfig) -> list[ModelConfig]:
+    """Every configured alias, then each provider's default if not already listed."""
+    models = [m for m in app.config.models.values() if m != current]
+    labels = {m.label for m in models} | {current.label}
+    for provider in PROVIDERS:
+        model = app.config.resolve_model(f"{provider}:")
+        if model.label not in labels:
+            models.append(model)
+    return models

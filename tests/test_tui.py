@@ -1,0 +1,366 @@
+"""The interactive TUI, driven with Pilot against the local provider server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from rich.markdown import Markdown
+from textual import events
+
+from termchat.config import load_config
+from termchat.devserver import ProviderServer, Reply
+from termchat.tui.conversation import ConversationView
+from termchat.tui.messages import CURSOR, ErrorLine, UserMessage
+from termchat.tui.prompt import PromptInput
+from termchat.turn import Status
+from tests.tui_helpers import (
+    SECRET,
+    disconnect_seen,
+    finish,
+    make_app,
+    replies,
+    screen_lines,
+    send,
+    status_text,
+    wait_until,
+)
+
+MARKDOWN_REPLY = """# Results
+
+Some **bold** text and `code`.
+
+- first item
+- second item
+
+```python
+def answer() -> int:
+    return 42
+```
+
+| name | value |
+|------|------:|
+| a    | 1     |
+| b    | 22    |
+
+Done.
+"""
+
+
+async def test_reply_streams_live_with_a_cursor_that_goes_when_it_ends(
+        provider_server: ProviderServer) -> None:
+    provider_server.queue(Reply(text=MARKDOWN_REPLY, chunk_size=5, delay=0.03))
+    app = make_app(provider_server)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await send(pilot, "show me markdown")
+        await wait_until(pilot, lambda: bool(replies(app)) and "Results" in replies(app)[0].text)
+        reply = replies(app)[0]
+        assert reply.streaming
+        assert len(reply.text) < len(MARKDOWN_REPLY), "the reply was not still streaming"
+        lines = screen_lines(reply)
+        assert CURSOR in lines[-1]
+        assert "streaming" in status_text(app)
+        await finish(pilot)
+        assert reply.text == MARKDOWN_REPLY
+        lines = screen_lines(reply)
+        assert not any(CURSOR in line for line in lines)
+        assert any("def answer() -> int:" in line for line in lines), "code fence body lost"
+        assert any("return 42" in line for line in lines)
+        assert any("• first item" in line for line in lines)
+        assert "done" in status_text(app)
+
+
+async def test_finished_reply_looks_exactly_like_a_full_render(
+        provider_server: ProviderServer) -> None:
+    provider_server.queue(Reply(text=MARKDOWN_REPLY, chunk_size=3))
+    app = make_app(provider_server)
+    async with app.run_test(size=(90, 40)) as pilot:
+        await send(pilot, "hi")
+        await finish(pilot)
+        reply = replies(app)[0]
+        width = reply.size.width
+        console = Console(width=width, force_terminal=True, color_system="truecolor")
+        full = console.render_lines(Markdown(MARKDOWN_REPLY), console.options, pad=True)
+        expected = ["".join(seg.text for seg in line) for line in full]
+        while expected and not expected[-1].strip():
+            expected.pop()
+        assert [line.rstrip() for line in screen_lines(reply)] == \
+            [line.rstrip() for line in expected]
+
+
+@pytest.mark.parametrize(
+    ("provider", "finish_reason", "expected"),
+    [
+        ("openai", "stop", "finish stop"),
+        ("openai", "length", "finish length — hit max_tokens"),
+        ("openai", "content_filter", "finish content_filter — cut by the content filter"),
+        ("anthropic", "end_turn", "finish end_turn"),
+        ("anthropic", "max_tokens", "finish max_tokens — hit max_tokens"),
+        ("anthropic", "refusal", "finish refusal — the model refused"),
+    ],
+)
+async def test_status_bar_shows_finish_reason_and_token_usage(
+        provider_server: ProviderServer, provider: str, finish_reason: str,
+        expected: str) -> None:
+    provider_server.queue(Reply(text="Short answer.", finish=finish_reason, input_tokens=17,
+                                output_tokens=4, cached_tokens=3))
+    app = make_app(provider_server, provider)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await send(pilot, "q")
+        await finish(pilot)
+        status = status_text(app)
+        assert f"{provider}:{provider}-test-model" in status
+        assert "done" in status
+        assert expected in status
+        assert "in 20 · out 4 · cached 3" in status if provider == "anthropic" else \
+            "in 17 · out 4 · cached 3" in status
+
+
+async def test_status_bar_says_unknown_when_the_server_sends_no_usage(
+        provider_server: ProviderServer) -> None:
+    provider_server.queue(Reply(text="No usage here.", usage="never"))
+    app = make_app(provider_server)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await send(pilot, "q")
+        await finish(pilot)
+        status = status_text(app)
+        assert "tokens unknown" in status
+        assert "out 0" not in status
+
+
+async def test_escape_cancels_closes_the_connection_and_keeps_the_partial_reply(
+        provider_server: ProviderServer) -> None:
+    text = "Partial words arrive slowly. " * 40
+    provider_server.queue(Reply(text=text, chunk_size=10, delay=0.05),
+                          Reply(text="Second answer."))
+    app = make_app(provider_server)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await send(pilot, "first question")
+        await wait_until(pilot, lambda: bool(replies(app)) and len(replies(app)[0].text) > 40)
+        await pilot.press("escape")
+        await finish(pilot)
+        await disconnect_seen(provider_server)
+        reply = replies(app)[0]
+        partial = reply.text
+        assert 40 <= len(partial) < len(text)
+        assert reply.status is Status.CANCELLED
+        assert any("cancelled" in line for line in screen_lines(reply))
+        assert not any(CURSOR in line for line in screen_lines(reply))
+        assert "cancelled" in status_text(app)
+
+        await send(pilot, "second question")
+        await finish(pilot)
+        body = provider_server.requests[-1].body
+        assert body["messages"] == [
+            {"role": "user", "content": "first question"},
+            {"role": "assistant", "content": partial},
+            {"role": "user", "content": "second question"},
+        ]
+
+
+async def test_escape_in_the_command_palette_closes_it_and_leaves_the_reply_streaming(
+        provider_server: ProviderServer) -> None:
+    provider_server.queue(Reply(text="slow " * 100, chunk_size=5, delay=0.03))
+    app = make_app(provider_server)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await send(pilot, "go")
+        await wait_until(pilot, lambda: bool(replies(app)) and bool(replies(app)[0].text))
+        await pilot.press("ctrl+p")
+        await wait_until(pilot, lambda: app.screen is not app.chat)
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.screen is app.chat)
+        assert app.chat.streaming, "Escape in the palette cancelled the reply"
+        await pilot.press("escape")
+        await finish(pilot)
+        assert replies(app)[0].status is Status.CANCELLED
+
+
+async def test_multi_turn_requests_carry_the_conversation(
+        provider_server: ProviderServer) -> None:
+    provider_server.queue(Reply(text="Paris."), Reply(text="About 2 million."))
+    app = make_app(provider_server, "anthropic", system="Be brief.")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await send(pilot, "Capital of France?")
+        await finish(pilot)
+        await send(pilot, "Population?")
+        await finish(pilot)
+        body = provider_server.requests[-1].body
+        assert body["system"] == "Be brief."
+        assert body["messages"] == [
+            {"role": "user", "content": "Capital of France?"},
+            {"role": "assistant", "content": "Paris."},
+            {"role": "user", "content": "Population?"},
+        ]
+        assert [m.text for m in replies(app)] == ["Paris.", "About 2 million."]
+        assert len(app.chat.query(UserMessage)) == 2
+
+
+async def test_provider_error_is_one_line_and_the_prompt_comes_back(
+        provider_server: ProviderServer) -> None:
+    provider_server.queue(Reply(status=429, retry_after="7"))
+    app = make_app(provider_server)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await send(pilot, "a prompt worth keeping")
+        await finish(pilot)
+        errors = list(app.chat.query(ErrorLine))
+        assert len(errors) == 1
+        message = str(errors[0].render())
+        assert "Rate limited" in message and "retry after 7 s" in message
+        assert "\n" not in message and SECRET not in message
+        assert app.chat.query_one(PromptInput).text == "a prompt worth keeping"
+        assert "error" in status_text(app)
+        # The failed exchange is not context for the next request.
+        provider_server.queue(Reply(text="ok"))
+        await send(pilot, "again")
+        await finish(pilot)
+        assert provider_server.requests[-1].body["messages"] == [
+            {"role": "user", "content": "again"}]
+
+
+async def test_mid_stream_error_keeps_partial_text_on_screen(
+        provider_server: ProviderServer) -> None:
+    provider_server.queue(Reply(text="Some words then trouble.", chunk_size=5, error_after=2))
+    app = make_app(provider_server)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await send(pilot, "q")
+        await finish(pilot)
+        reply = replies(app)[0]
+        assert reply.text == "Some words"
+        assert reply.status is Status.ERROR
+        assert "mid-reply" in str(app.chat.query_one(ErrorLine).render())
+        assert app.chat.query_one(PromptInput).text == "q"
+
+
+async def test_missing_key_is_an_error_line_not_a_crash(provider_server: ProviderServer) -> None:
+    app = make_app(provider_server, api_key=None, api_key_env="TERMCHAT_TEST_NO_SUCH_KEY")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await send(pilot, "hello")
+        await finish(pilot)
+        message = str(app.chat.query_one(ErrorLine).render())
+        assert "set TERMCHAT_TEST_NO_SUCH_KEY" in message
+        assert app.chat.query_one(PromptInput).text == "hello"
+        assert provider_server.requests == []
+
+
+async def test_enter_sends_while_ctrl_j_and_paste_insert_newlines(
+        provider_server: ProviderServer) -> None:
+    provider_server.queue(Reply(text="ok"))
+    app = make_app(provider_server)
+    async with app.run_test(size=(100, 30)) as pilot:
+        prompt = app.chat.query_one(PromptInput)
+        await pilot.press("a", "ctrl+j", "b", "shift+enter", "c")
+        assert prompt.text == "a\nb\nc"
+        # As the terminal delivers a bracketed paste: to the app, which hands it to the focus.
+        app.post_message(events.Paste("line one\nline two\nline three"))
+        await pilot.pause()
+        assert prompt.text == "a\nb\ncline one\nline two\nline three"
+        await pilot.press("enter")
+        await finish(pilot)
+        sent = provider_server.requests[-1].body["messages"][-1]["content"]
+        assert sent == "a\nb\ncline one\nline two\nline three"
+        assert prompt.text == ""
+
+
+async def test_input_stays_editable_while_a_reply_streams(
+        provider_server: ProviderServer) -> None:
+    provider_server.queue(Reply(text="word " * 60, chunk_size=5, delay=0.03))
+    app = make_app(provider_server)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await send(pilot, "go")
+        await wait_until(pilot, lambda: bool(replies(app)) and bool(replies(app)[0].text))
+        await pilot.press("n", "e", "x", "t")
+        assert app.chat.streaming
+        assert app.chat.query_one(PromptInput).text == "next"
+        await pilot.press("enter")  # refused politely while streaming; text kept
+        assert app.chat.query_one(PromptInput).text == "next"
+        await finish(pilot)
+
+
+async def test_view_follows_the_stream_until_the_user_scrolls_up_and_resumes_at_bottom(
+        provider_server: ProviderServer) -> None:
+    text = "\n\n".join(f"Paragraph {i} of a long reply." for i in range(120))
+    provider_server.queue(Reply(text=text, chunk_size=40, delay=0.02))
+    app = make_app(provider_server)
+    async with app.run_test(size=(80, 20)) as pilot:
+        view = app.chat.query_one(ConversationView)
+        await send(pilot, "long please")
+        await wait_until(pilot, lambda: view.max_scroll_y > 20)
+        assert view.following
+        # The view trails the newest line by at most a frame.
+        await wait_until(pilot, lambda: view.scroll_y >= view.max_scroll_y - 3, timeout=1)
+
+        view.scroll_to(y=3, animate=False)
+        await pilot.pause(0.2)
+        assert not view.following
+        held = view.scroll_y
+        grown = view.max_scroll_y
+        await wait_until(pilot, lambda: view.max_scroll_y > grown + 5)
+        assert view.scroll_y == held, "the view jumped while the user was reading"
+
+        view.scroll_end(animate=False)
+        await pilot.pause(0.1)
+        assert view.following
+        grown = view.max_scroll_y
+        await wait_until(pilot, lambda: view.max_scroll_y > grown + 5)
+        assert app.chat.streaming
+        await finish(pilot)
+        assert view.max_scroll_y > grown + 5
+        assert view.scroll_y == view.max_scroll_y, "following did not resume"
+
+
+async def test_switch_model_from_the_command_palette(
+        provider_server: ProviderServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f"""
+[models.claude]
+provider = "anthropic"
+model = "claude-x"
+base_url = "{provider_server.anthropic_base_url}"
+api_key_env = "TERMCHAT_TEST_CLAUDE_KEY"
+max_retries = 0
+""")
+    monkeypatch.setenv("TERMCHAT_TEST_CLAUDE_KEY", "claude-key")
+    provider_server.queue(Reply(text="from claude"))
+    app = make_app(provider_server, config=load_config(str(path), env={}))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("ctrl+p")
+        await wait_until(pilot, lambda: app.screen is not app.chat)
+        await pilot.press(*"switch model claude")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.chat.conversation.model.name == "claude")
+        assert "anthropic:claude-x" in status_text(app)
+        await send(pilot, "hi")
+        await finish(pilot)
+        assert provider_server.requests[-1].path == "/v1/messages"
+        assert provider_server.requests[-1].body["model"] == "claude-x"
+
+
+async def test_new_conversation_clears_the_screen_and_the_context(
+        provider_server: ProviderServer) -> None:
+    provider_server.queue(Reply(text="one"), Reply(text="two"))
+    app = make_app(provider_server)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await send(pilot, "first")
+        await finish(pilot)
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert not replies(app)
+        await send(pilot, "fresh")
+        await finish(pilot)
+        assert provider_server.requests[-1].body["messages"] == [
+            {"role": "user", "content": "fresh"}]
+
+
+async def test_copy_last_reply_and_code_block_use_the_clipboard(
+        provider_server: ProviderServer) -> None:
+    provider_server.queue(Reply(text=MARKDOWN_REPLY))
+    app = make_app(provider_server)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await send(pilot, "q")
+        await finish(pilot)
+        await pilot.press("ctrl+o")
+        assert app.clipboard == MARKDOWN_REPLY
+        await pilot.press("ctrl+g")
+        assert app.clipboard == "def answer() -> int:\n    return 42\n"

@@ -1,0 +1,77 @@
+"""Helpers for driving the TUI against the local provider server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from textual.pilot import Pilot
+
+from termchat.config import Config, ModelConfig
+from termchat.devserver import ProviderServer
+from termchat.tui.app import TermchatApp
+from termchat.tui.messages import AssistantMessage
+from termchat.tui.status import StatusBar
+
+SECRET = "sk-tui-SECRET-0123456789abcdef"
+
+
+def model_for(server: ProviderServer, provider: str = "openai", **overrides: object) -> ModelConfig:
+    base_url = server.openai_base_url if provider == "openai" else server.anthropic_base_url
+    settings: dict[str, object] = {
+        "name": "test", "provider": provider, "model": f"{provider}-test-model",
+        "base_url": base_url, "api_key": SECRET, "max_retries": 0, "idle_timeout": 5.0,
+        "connect_timeout": 2.0,
+    }
+    settings.update(overrides)
+    return ModelConfig(**settings)  # type: ignore[arg-type]
+
+
+def make_app(server: ProviderServer, provider: str = "openai", *,
+             config: Config | None = None, **overrides: object) -> TermchatApp:
+    return TermchatApp(config or Config(path=Path("/nonexistent/config.toml")),
+                       model_for(server, provider, **overrides), cursor_blink=False,
+                       show_timings=False)
+
+
+async def send(pilot: Pilot, prompt: str) -> None:
+    """Type `prompt` into the input and press Enter."""
+    await pilot.click("#prompt")
+    prompt_input = pilot.app.screen.query_one("#prompt")
+    prompt_input.load_text(prompt)  # type: ignore[attr-defined]
+    await pilot.press("enter")
+
+
+async def wait_until(pilot: Pilot, condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await pilot.pause(0.02)
+
+
+def replies(app: TermchatApp) -> list[AssistantMessage]:
+    return list(app.chat.query(AssistantMessage))
+
+
+def screen_lines(widget: AssistantMessage) -> list[str]:
+    return [widget.render_line(y).text for y in range(widget.get_content_height(
+        widget.size, widget.size, widget.size.width))]
+
+
+def status_text(app: TermchatApp) -> str:
+    return app.chat.query_one(StatusBar).line.plain
+
+
+async def finish(pilot: Pilot) -> None:
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause(0.05)
+
+
+async def disconnect_seen(server: ProviderServer, timeout: float = 2.0) -> float:
+    """When the server saw the client go (blocking wait, off the event loop)."""
+    record = await asyncio.to_thread(server.wait_for_disconnect, timeout)
+    assert record.disconnected_at is not None
+    return record.disconnected_at
