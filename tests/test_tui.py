@@ -161,7 +161,8 @@ async def test_escape_cancels_closes_the_connection_and_keeps_the_partial_reply(
 
 async def test_escape_in_the_command_palette_closes_it_and_leaves_the_reply_streaming(
         provider_server: ProviderServer) -> None:
-    provider_server.queue(Reply(text="slow " * 100, chunk_size=5, delay=0.03))
+    # The server stalls after a few chunks, so the reply is in flight for as long as it takes.
+    provider_server.queue(Reply(text="slow " * 100, chunk_size=5, stall_after=5))
     app = make_app(provider_server)
     async with app.run_test(size=(100, 30)) as pilot:
         await send(pilot, "go")
@@ -264,7 +265,7 @@ async def test_enter_sends_while_ctrl_j_and_paste_insert_newlines(
 
 async def test_input_stays_editable_while_a_reply_streams(
         provider_server: ProviderServer) -> None:
-    provider_server.queue(Reply(text="word " * 60, chunk_size=5, delay=0.03))
+    provider_server.queue(Reply(text="word " * 60, chunk_size=5, stall_after=5))
     app = make_app(provider_server)
     async with app.run_test(size=(100, 30)) as pilot:
         await send(pilot, "go")
@@ -274,12 +275,14 @@ async def test_input_stays_editable_while_a_reply_streams(
         assert app.chat.query_one(PromptInput).text == "next"
         await pilot.press("enter")  # refused politely while streaming; text kept
         assert app.chat.query_one(PromptInput).text == "next"
+        assert len(provider_server.requests) == 1
+        await pilot.press("escape")
         await finish(pilot)
 
 
 async def test_view_follows_the_stream_until_the_user_scrolls_up_and_resumes_at_bottom(
         provider_server: ProviderServer) -> None:
-    text = "\n\n".join(f"Paragraph {i} of a long reply." for i in range(120))
+    text = "\n\n".join(f"Paragraph {i} of a long reply." for i in range(1000))
     provider_server.queue(Reply(text=text, chunk_size=40, delay=0.02))
     app = make_app(provider_server)
     async with app.run_test(size=(80, 20)) as pilot:
@@ -303,9 +306,10 @@ async def test_view_follows_the_stream_until_the_user_scrolls_up_and_resumes_at_
         assert view.following
         grown = view.max_scroll_y
         await wait_until(pilot, lambda: view.max_scroll_y > grown + 5)
+        await wait_until(pilot, lambda: view.scroll_y >= view.max_scroll_y - 3, timeout=1)
         assert app.chat.streaming
+        await pilot.press("escape")
         await finish(pilot)
-        assert view.max_scroll_y > grown + 5
         assert view.scroll_y == view.max_scroll_y, "following did not resume"
 
 

@@ -12,6 +12,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Footer
 from textual.worker import Worker
 
@@ -26,6 +27,8 @@ from termchat.turn import Conversation, Exchange, Reply
 
 if TYPE_CHECKING:
     from textual.command import Provider
+
+    from termchat.history import HistoryStore
 
 
 class ChatScreen(Screen):
@@ -53,20 +56,43 @@ class ChatScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield ConversationView(id="conversation")
-        yield PromptInput(id="prompt")
+        prompt_input = PromptInput(id="prompt")
+        prompt_input.cursor_blink = self.chat_app.cursor_blink
+        yield prompt_input
         yield StatusBar(id="status")
         yield Footer()
 
     def on_mount(self) -> None:
-        view = self.query_one(ConversationView)
-        for exchange in self.conversation.exchanges:
-            view.mount(UserMessage(exchange.prompt))
-            view.mount(AssistantMessage(exchange.reply.text, status=exchange.reply.status))
-            self.last_reply = exchange.reply
-        view.scroll_end(animate=False)
+        self._show_exchanges()
         self.query_one(PromptInput).focus()
-        self._update_status()
         self.set_interval(0.25, self._update_status)
+
+    def _show_exchanges(self) -> None:
+        view = self.query_one(ConversationView)
+        view.remove_children()
+        self.last_reply = None
+        widgets: list[Widget] = []
+        for exchange in self.conversation.exchanges:
+            widgets.append(UserMessage(exchange.prompt))
+            widgets.append(AssistantMessage(exchange.reply.text, status=exchange.reply.status))
+            self.last_reply = exchange.reply
+        view.mount_all(widgets)
+        view.following = True
+        view.scroll_end(animate=False)
+        self._update_status()
+
+    def open_conversation(self, conversation: Conversation) -> bool:
+        """Show `conversation` and continue it; refused while a reply streams."""
+        if self.streaming:
+            self.notify("Cancel the reply in flight (Escape) before opening another chat.",
+                        severity="warning")
+            return False
+        old = self.conversation
+        self.conversation = conversation
+        self.run_worker(old.aclose())
+        self._show_exchanges()
+        self.query_one(PromptInput).focus()
+        return True
 
     @property
     def streaming(self) -> bool:
@@ -105,13 +131,21 @@ class ChatScreen(Screen):
         view.content_grew()
         self._update_status()
 
+        shown = reply.status
+
         def on_event(event: Event) -> None:
+            nonlocal shown
             if isinstance(event, TextDelta):
                 widget.append(event.text)
                 view.content_grew()
             elif isinstance(event, ReasoningDelta):
                 widget.append_reasoning(event.text)
                 view.content_grew()
+            else:
+                self._update_status()  # usage or finish: rare, shown at once
+            if reply.status is not shown:
+                shown = reply.status
+                self._update_status()
             if self.chat_app.event_hook is not None:
                 self.chat_app.event_hook(event)
 
@@ -122,6 +156,8 @@ class ChatScreen(Screen):
             raise
         except TermchatError as exc:
             self._finished(widget, exchange)
+            if not exchange.reply.text:
+                await widget.remove()  # nothing arrived: the error line says it all
             await view.mount(ErrorLine(exc.message))
             view.content_grew()
             if not exchange.in_context:
@@ -157,13 +193,7 @@ class ChatScreen(Screen):
             self.notify("Cancel the reply in flight (Escape) before starting a new chat.",
                         severity="warning")
             return
-        old = self.conversation
-        self.conversation = self.chat_app.new_conversation(old.model)
-        self.run_worker(old.aclose())
-        self.last_reply = None
-        self.query_one(ConversationView).remove_children()
-        self._update_status()
-        self.query_one(PromptInput).focus()
+        self.open_conversation(self.chat_app.new_conversation(self.conversation.model))
 
     def switch_model(self, model: ModelConfig) -> None:
         if self.streaming:
@@ -208,15 +238,37 @@ class TermchatApp(App[int]):
     COMMANDS = App.COMMANDS | {_chat_commands}
 
     def __init__(self, config: Config, model: ModelConfig, *,
-                 conversation: Conversation | None = None, cursor_blink: bool = True,
+                 conversation: Conversation | None = None, history: HistoryStore | None = None,
+                 open_history: bool = False, cursor_blink: bool = True,
                  show_timings: bool = True) -> None:
+        """`history` is an open store; `open_history` opens the default one after the first
+        frame instead, keeping SQLite off the path to it."""
         super().__init__()
         self.config = config
+        self.history = history
+        self._open_history = open_history
         self.cursor_blink = cursor_blink
         self.show_timings = show_timings
         # Benchmarks and tests observe every event as the screen receives it.
         self.event_hook: Callable[[Event], None] | None = None
         self._initial = conversation or self.new_conversation(model)
+
+    def on_mount(self) -> None:
+        if self._open_history:
+            self.call_after_refresh(self._open_store)
+
+    def _open_store(self) -> None:
+        from termchat.history import open_or_warn
+
+        self.history = open_or_warn(True, self.warn)
+        conversation = self.chat.conversation
+        if self.history is not None and conversation.history is None \
+                and not conversation.exchanges:
+            conversation.history = self.history.new_conversation()
+
+    def warn(self, line: str) -> None:
+        """A one-line warning (history unavailable, a save that failed) as a notification."""
+        self.notify(line, severity="warning", timeout=10)
 
     def get_default_screen(self) -> ChatScreen:
         return self.chat
@@ -226,13 +278,19 @@ class TermchatApp(App[int]):
         return ChatScreen(self._initial)
 
     def new_conversation(self, model: ModelConfig) -> Conversation:
-        return Conversation(model)
+        history = self.history.new_conversation() if self.history is not None else None
+        return Conversation(model, history=history)
 
     async def on_unmount(self) -> None:
         await self.chat.conversation.aclose()
+        if self.history is not None:
+            self.history.close()
 
 
-def run_tui(config: Config, model: ModelConfig) -> int:
-    app = TermchatApp(config, model)
+def run_tui(config: Config, model: ModelConfig, *, history: HistoryStore | None = None,
+            conversation: Conversation | None = None, history_enabled: bool = True) -> int:
+    """Run the app; with no store given, the default one opens after the first frame."""
+    app = TermchatApp(config, model, conversation=conversation, history=history,
+                      open_history=history is None and history_enabled)
     app.run()
     return app.return_code or 0

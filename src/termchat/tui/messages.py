@@ -16,7 +16,7 @@ from termchat.turn import Status
 CURSOR = "▋"
 _CURSOR_STYLE = Style(color="#d0d0d0")
 _MARKS = {
-    Status.CANCELLED: ("⏹ cancelled — partial reply kept", "bold #e0a030"),
+    Status.CANCELLED: ("■ cancelled — partial reply kept", "bold #e0a030"),
     Status.INTERRUPTED: ("⚠ interrupted — partial reply kept", "bold #e0a030"),
     Status.ERROR: ("✖ failed — partial reply shown, not kept as context", "bold #e05050"),
 }
@@ -65,6 +65,7 @@ class AssistantMessage(Widget):
         self._width = -1
         self._stale = True
         self._reasoning_height = 0
+        self._cursor_y = 0
         self._style: Style | None = None
 
     @property
@@ -114,7 +115,7 @@ class AssistantMessage(Widget):
     def _toggle_cursor(self) -> None:
         self._cursor_on = not self._cursor_on
         if self._lines:
-            self.refresh(Region(0, len(self._lines) - 1, self.size.width, 1))
+            self.refresh(Region(0, self._cursor_y, self.size.width, 1))
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         if width != self._width or self._stale:
@@ -130,7 +131,7 @@ class AssistantMessage(Widget):
         if y >= len(self._lines):
             return Strip.blank(width, self._style)
         line = self._lines[y]
-        if self.streaming and y == len(self._lines) - 1:
+        if self.streaming and y == self._cursor_y:
             line = _with_cursor(line, self._cursor_on, width)
         return line.apply_style(self._style)
 
@@ -149,6 +150,7 @@ class AssistantMessage(Widget):
         lines.extend(body)
         if not body and self.streaming:
             lines.append(Strip.blank(width))
+        self._cursor_y = _last_text_line(lines)
         mark = _MARKS.get(self.status) if not self.streaming else None
         if mark is not None:
             text, style = mark
@@ -156,6 +158,14 @@ class AssistantMessage(Widget):
             lines.append(Strip([Segment(text[:width], Style.parse(style))]).extend_cell_length(
                 width))
         self._lines = lines
+
+
+def _last_text_line(lines: list[Strip]) -> int:
+    """The last line with visible text: the cursor goes there, not on a code block's padding."""
+    for y in range(len(lines) - 1, max(len(lines) - 4, 0) - 1, -1):
+        if lines[y].text.strip():
+            return y
+    return max(len(lines) - 1, 0)
 
 
 def _with_cursor(line: Strip, visible: bool, width: int) -> Strip:

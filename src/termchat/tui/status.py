@@ -35,10 +35,10 @@ def describe(model: str, reply: Reply | None, *, timings: bool = True) -> Text:
     if reply.finish is not None:
         text.append("  │  finish ", style="dim")
         text.append(reply.finish.describe())
-    if reply.status is not Status.WAITING:
-        usage = reply.usage
+    usage = reply.usage
+    if usage.known or reply.status.final:
         text.append("  │  ", style="dim")
-        if usage.input_tokens is None and usage.output_tokens is None:
+        if not usage.known:
             text.append("tokens unknown")
         else:
             text.append(f"in {_count(usage.input_tokens)} · out {_count(usage.output_tokens)}")
