@@ -92,7 +92,11 @@ class Finish:
     @property
     def meaning(self) -> str:
         """A short human meaning for unusual reasons; empty for an ordinary stop."""
-        return _FINISH.get(self.reason, (FinishKind.OTHER, "unrecognised finish reason"))[1]
+        kind, meaning = _FINISH.get(self.reason, (FinishKind.OTHER, "unrecognised finish reason"))
+        if kind is not self.kind and self.kind is FinishKind.REFUSAL:
+            # OpenAI ends a refusal with an ordinary `stop`; the kind was read from the deltas.
+            return "the model refused"
+        return meaning
 
     @property
     def truncated(self) -> bool:

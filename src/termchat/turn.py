@@ -6,8 +6,9 @@ Both front ends drive replies through `Conversation.send`; neither talks to a pr
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import InitVar, dataclass, field
 from enum import StrEnum
@@ -144,6 +145,10 @@ async def run_turn(provider: Provider, request: ChatRequest, reply: Reply,
     except ProviderError as exc:
         reply.status, reply.error = Status.ERROR, exc
         raise
+    except Exception:
+        # A bug, not a provider failure: it still ends the reply (and its record) as failed.
+        reply.status = Status.ERROR
+        raise
     finally:
         reply.ended_at = time.monotonic()
         if recorder is not None:
@@ -185,15 +190,22 @@ class Conversation:
 
     def __init__(self, model: ModelConfig, *, system: str | None = None,
                  exchanges: list[Exchange] | None = None, history: History | None = None,
-                 key_env: dict[str, str] | None = None, provider: Provider | None = None
+                 key_env: Mapping[str, str] = os.environ, provider: Provider | None = None
                  ) -> None:
+        """`key_env` is where keys named by environment variable are looked up."""
         self.model = model
-        self.system = system if system is not None else model.system
+        self._key_env = key_env
+        self._system = system
         self.exchanges: list[Exchange] = exchanges or []
         self.history = history
-        self._key_env = key_env
         # Normally created on first use; passing one in lets a benchmark replay a stream.
         self._provider = provider
+        self._retired: list[Provider] = []
+
+    @property
+    def system(self) -> str | None:
+        """The system prompt given for this conversation, else the current model's."""
+        return self._system if self._system is not None else self.model.system
 
     def messages(self, prompt: str, upto: int | None = None) -> tuple[Message, ...]:
         """The earlier exchanges that are context, then `prompt`."""
@@ -212,15 +224,19 @@ class Conversation:
     def provider(self) -> Provider:
         """The provider for the current model, created (and its SDK imported) on first use."""
         if self._provider is None or self._provider.model != self.model:
-            key = self.model.resolve_key() if self._key_env is None \
-                else self.model.resolve_key(self._key_env)
-            self._provider = open_provider(self.model, key)
+            provider = open_provider(self.model, self.model.resolve_key(self._key_env))
+            if self._provider is not None:
+                self._retired.append(self._provider)
+            self._provider = provider
         return self._provider
 
     def switch_model(self, model: ModelConfig) -> None:
+        """Talk to `model` from the next reply on; the conversation so far goes with it."""
         self.model = model
-        if self.system is None:
-            self.system = model.system
+
+    async def _close_retired(self) -> None:
+        while self._retired:
+            await self._retired.pop().aclose()
 
     def start(self, prompt: str) -> Exchange:
         """Begin an exchange: resolve the provider (a missing key raises here, before anything
@@ -234,6 +250,7 @@ class Conversation:
 
     async def stream(self, exchange: Exchange, on_event: EventSink | None = None) -> Exchange:
         """Stream the reply to `exchange` (which must be the last one started)."""
+        await self._close_retired()
         request = self.request(exchange.prompt, upto=len(self.exchanges) - 1)
         await run_turn(self.provider(), request, exchange.reply, on_event, exchange.recorder)
         return exchange
@@ -243,6 +260,7 @@ class Conversation:
         return await self.stream(self.start(prompt), on_event)
 
     async def aclose(self) -> None:
+        await self._close_retired()
         if self._provider is not None:
             await self._provider.aclose()
             self._provider = None

@@ -6,6 +6,7 @@ one mapping serves both; it is given the SDK module to test against.
 
 from __future__ import annotations
 
+import socket
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +32,7 @@ from termchat.errors import (
 )
 
 _DEFAULT_HOSTS = {"openai": "api.openai.com", "anthropic": "api.anthropic.com"}
+_MESSAGE_LIMIT = 200
 _CONTEXT_HINTS = ("context length", "context_length", "context window", "maximum context",
                   "prompt is too long", "too many tokens", "reduce the length", "too long")
 
@@ -46,7 +48,9 @@ def map_error(exc: BaseException, sdk: ModuleType, model: ModelConfig, *, starte
               secrets: list[str]) -> ProviderError:
     """The user-facing error for `exc`; `started` says whether reply headers had arrived."""
     error = _classify(exc, sdk, model, started)
+    # The key gone from everything that prints the error: str(), repr() and args.
     error.message = redact(error.message, secrets)
+    error.args = (error.message,)
     return error
 
 
@@ -99,7 +103,8 @@ def _from_status(exc: Any, model: ModelConfig, host: str) -> ProviderError:
                          f"{key_var} or api_key_cmd.")
     if status == 403:
         return AuthError(f"{host} refused access to {model.label} (403): the key lacks "
-                         "permission for this model or organisation.")
+                         "permission for this model or organisation; use a key with access, or "
+                         "another model.")
     if status == 404:
         return ModelNotFoundError(f"{host} does not know model '{model.model}' (404); check the "
                                   "model name (-m) or base_url.")
@@ -120,7 +125,8 @@ def _from_status(exc: Any, model: ModelConfig, host: str) -> ProviderError:
     if status >= 500:
         return ServerError(f"{host} had a server error ({status}: {message}); try again "
                            "shortly.")
-    return BadRequestError(f"{host} rejected the request ({status}: {message}).")
+    return BadRequestError(f"{host} rejected the request ({status}: {message}); check this "
+                           "model's settings (model, max_tokens, temperature) in the config.")
 
 
 def _body_error(exc: Any) -> dict[str, Any]:
@@ -133,10 +139,13 @@ def _body_error(exc: Any) -> dict[str, Any]:
 
 
 def _message_of(exc: Any) -> str:
+    """The server's own words, on one line and short enough to read (a proxy's HTML page
+    would otherwise fill the screen)."""
     message = _body_error(exc).get("message")
-    if isinstance(message, str) and message:
-        return message.strip().rstrip(".")
-    return str(getattr(exc, "message", exc)).strip().rstrip(".")
+    if not (isinstance(message, str) and message):
+        message = str(getattr(exc, "message", exc))
+    message = " ".join(message.split()).rstrip(".")
+    return message if len(message) <= _MESSAGE_LIMIT else message[:_MESSAGE_LIMIT] + "…"
 
 
 def _error_type(exc: Any) -> str:
@@ -168,6 +177,12 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
 
 
 def _connect_reason(exc: BaseException) -> str:
+    # The OS error sits at the bottom of the chain (SDK error <- httpx2 <- httpcore2 <- OSError);
+    # its type says more than the wording, which differs between platforms.
+    if _caused_by(exc, ConnectionRefusedError):
+        return "connection refused"
+    if _caused_by(exc, socket.gaierror):
+        return "the host name does not resolve"
     text = ""
     seen: BaseException | None = exc
     while seen is not None:

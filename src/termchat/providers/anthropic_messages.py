@@ -41,8 +41,8 @@ class AnthropicMessages:
         }
         if request.system:
             params["system"] = request.system
-        if request.temperature is not None:
-            params["temperature"] = request.temperature
+        # No temperature: the SDK (2.x) removed the parameter, and the API version it sends
+        # (2026-10-21) answers 400 to temperature/top_p/top_k even at their defaults.
         params.update(request.extra)
         return params
 
@@ -86,10 +86,12 @@ def _start_usage(usage: Any) -> Usage:
 
 def _delta_usage(usage: Any) -> Usage:
     # output_tokens is cumulative; newer servers repeat the input counts here too.
+    details = getattr(usage, "output_tokens_details", None)
     return Usage(
         input_tokens=_input_tokens(usage),
         output_tokens=getattr(usage, "output_tokens", None),
         cached_tokens=getattr(usage, "cache_read_input_tokens", None),
+        reasoning_tokens=getattr(details, "thinking_tokens", None),
     )
 
 
