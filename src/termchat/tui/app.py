@@ -41,6 +41,7 @@ class ChatScreen(Screen):
         Binding("ctrl+n", "new_conversation", "New chat"),
         Binding("ctrl+o", "copy_reply", "Copy reply"),
         Binding("ctrl+g", "copy_code", "Copy code"),
+        Binding("ctrl+r", "history", "History"),
     ]
 
     def __init__(self, conversation: Conversation) -> None:
@@ -203,6 +204,11 @@ class ChatScreen(Screen):
         self.conversation.switch_model(model)
         self._update_status()
         self.notify(f"Now talking to {model.label}.")
+
+    def action_history(self) -> None:
+        from termchat.tui.history_screen import show_history
+
+        show_history(self.chat_app)
 
     def action_copy_reply(self) -> None:
         reply = self.last_reply

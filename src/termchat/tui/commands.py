@@ -24,6 +24,8 @@ class ChatCommands(Provider):
         commands: list[tuple[str, Callable[[], None], str]] = [
             ("New conversation", chat.action_new_conversation, "Start over with an empty chat"),
             ("Copy last reply", chat.action_copy_reply, "Copy the reply's Markdown (OSC 52)"),
+            ("Browse history", chat.action_history,
+             "Search, open, rename and delete saved conversations"),
         ]
         reply = chat.last_reply
         for index, block in enumerate(code_blocks(reply.text) if reply else []):

@@ -1,0 +1,560 @@
+"""The history screen: browse, search, open, rename and delete stored conversations."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.content import Content
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Footer, Input, Label, OptionList, Static
+from textual.widgets.option_list import Option
+
+from termchat.errors import ConfigError
+from termchat.history import (
+    ConversationRecord,
+    ConversationSummary,
+    HistoryError,
+    HistoryStore,
+    SearchHit,
+    StoredConversation,
+)
+from termchat.tui.app import TermchatApp
+from termchat.turn import Conversation
+
+if TYPE_CHECKING:
+    from termchat.config import Config
+
+# The list loads a page at a time: with 10,000 conversations, loading them all made the screen
+# take 1.3 s to open instead of 0.7 s (2-core machine), and it grows with the history.
+PAGE = 200
+SEARCH_HITS = 500
+# Typing pauses shorter than this are one search: each search can take ~50 ms.
+DEBOUNCE = 0.15
+# Holding an arrow key moves the highlight faster than a conversation loads.
+PREVIEW_DELAY = 0.05
+PREVIEW_MESSAGES = 30
+PREVIEW_CHARS = 600
+# Private-use characters mark the matched words in snippets: they never occur in chat text,
+# where brackets (the store's default) often do.
+MARK = ("\ue000", "\ue001")
+
+
+def show_history(app: TermchatApp) -> None:
+    """Open the history screen, or say why there is none."""
+    if isinstance(app.screen, HistoryScreen):
+        return
+    if app.history is None:
+        app.notify(_off_reason(app), title="No history", severity="warning", timeout=8)
+        return
+    app.push_screen(HistoryScreen(app.history))
+
+
+def continue_conversation(config: Config, store: HistoryStore, cid: int) -> Conversation:
+    """Stored conversation `cid`, ready to continue: new turns are recorded into it.
+
+    Its model is the alias it was last used with, or, when that alias is gone from the
+    config, the `provider:model` of its last reply. Raises `HistoryError` or `ConfigError`.
+    """
+    loaded = store.load(cid)
+    try:
+        model = config.resolve_model(loaded.model or loaded.label)
+    except ConfigError:
+        if not loaded.label or loaded.label == loaded.model:
+            raise
+        model = config.resolve_model(loaded.label)
+    return Conversation(model, exchanges=loaded.exchanges, history=store.resume(cid))
+
+
+def _off_reason(app: TermchatApp) -> str:
+    if not app.config.history:
+        return f"History is off: {app.config.path} sets history = false, so nothing is saved."
+    return ("History is off for this run, so there is nothing to browse "
+            "(the warning at startup, if any, said why).")
+
+
+@dataclass
+class _Entry:
+    """One conversation in the list: its title and the dim line under it."""
+
+    id: int
+    title: str
+    detail: Content
+
+    def prompt(self) -> Content:
+        return Content.assemble((self.title, "bold"), "\n", self.detail)
+
+
+class SearchInput(Input):
+    """The search box, from which Down moves on to the list."""
+
+    BINDINGS = [Binding("down", "screen.focus_list", "List", key_display="↓")]
+
+
+class HistoryScreen(Screen[None]):
+    """Saved conversations, newest first, with a search box and a preview."""
+
+    DEFAULT_CSS = """
+    HistoryScreen {
+        layout: vertical;
+    }
+    #history-search {
+        margin: 0 1;
+        border-title-color: $text-muted;
+        &:focus {
+            border-title-color: $border;
+        }
+    }
+    #history-body {
+        height: 1fr;
+    }
+    #history-list {
+        width: 3fr;
+        height: 1fr;
+        max-height: 100%;
+        margin: 0 0 0 1;
+        border: round $foreground 25%;
+        border-title-color: $text-muted;
+        border-subtitle-color: $text-muted;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+        &:focus {
+            border: round $border;
+        }
+    }
+    #history-preview {
+        width: 2fr;
+        margin: 0 1;
+        padding: 0 1;
+        border: round $foreground 25%;
+        border-title-color: $text-muted;
+        background: $surface;
+        scrollbar-size-vertical: 1;
+    }
+    """
+
+    BINDINGS = [
+        Binding("escape", "close", "Close"),
+        # Priority, so Enter opens whether the search box or the list has the focus.
+        Binding("enter", "open", "Open", priority=True),
+        Binding("r,f2", "rename", "Rename", key_display="r"),
+        Binding("d,delete", "delete", "Delete", key_display="d"),
+        Binding("slash", "focus_search", "Search", key_display="/"),
+    ]
+
+    def __init__(self, store: HistoryStore) -> None:
+        super().__init__()
+        self.store = store
+        self._entries: dict[int, _Entry] = {}
+        self._query = ""
+        self._more = False
+        self._loading_more = False
+
+    @property
+    def chat_app(self) -> TermchatApp:
+        assert isinstance(self.app, TermchatApp)
+        return self.app
+
+    def compose(self) -> ComposeResult:
+        search = SearchInput(placeholder="Search every prompt and reply…", id="history-search")
+        search.border_title = "History"
+        search.cursor_blink = self.chat_app.cursor_blink
+        yield search
+        with Horizontal(id="history-body"):
+            option_list = OptionList(id="history-list")
+            option_list.border_title = "Conversations"
+            yield option_list
+            with VerticalScroll(id="history-preview") as preview:
+                preview.border_title = "Preview"
+                yield Static(id="history-preview-text")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#history-search", Input).focus()
+        self.watch(self._list, "scroll_y", self._scrolled, init=False)
+        self._show("")
+
+    @property
+    def _list(self) -> OptionList:
+        return self.query_one("#history-list", OptionList)
+
+    def _open_id(self) -> int | None:
+        """The conversation the chat screen records into, once its first prompt is saved."""
+        record = self.chat_app.chat.conversation.history
+        return record.id if isinstance(record, ConversationRecord) else None
+
+    def _highlighted(self) -> _Entry | None:
+        option = self._list.highlighted_option
+        return None if option is None or option.id is None else self._entries[int(option.id)]
+
+    # -- the list -------------------------------------------------------------------------
+
+    @on(Input.Changed, "#history-search")
+    def _search_changed(self, event: Input.Changed) -> None:
+        self._show(event.value, DEBOUNCE)
+
+    @work(group="list", exclusive=True)
+    async def _show(self, query: str, delay: float = 0.0) -> None:
+        """Fill the list with the newest conversations, or with those matching `query`.
+
+        The exclusive group cancels a search still waiting out its delay, so a burst of
+        keystrokes runs one query.
+        """
+        await asyncio.sleep(delay)
+        query = query.strip()
+        hits: list[SearchHit] = []
+        try:
+            if query:
+                hits = await asyncio.to_thread(self.store.search, query, SEARCH_HITS,
+                                               highlight=MARK)
+                # Titles too: a renamed conversation is found by the name the user gave it.
+                titled = await asyncio.to_thread(self.store.list_conversations, PAGE, 0, query)
+                entries = _search_entries(hits, titled)
+                more = False
+            else:
+                summaries = await asyncio.to_thread(self.store.list_conversations, PAGE + 1)
+                entries = [_summary_entry(s) for s in summaries[:PAGE]]
+                more = len(summaries) > PAGE
+        except HistoryError as exc:
+            self.notify(exc.message, severity="error")
+            return
+        self._query, self._more = query, more
+        self._entries = {entry.id: entry for entry in entries}
+        option_list = self._list
+        option_list.set_options(Option(entry.prompt(), id=str(entry.id)) for entry in entries)
+        option_list.highlighted = 0 if entries else None
+        if not entries:
+            self._show_preview(None)
+        self._update_note(len(hits))
+        self.refresh_bindings()
+
+    def _scrolled(self) -> None:
+        option_list = self._list
+        if option_list.scroll_y >= option_list.max_scroll_y - option_list.size.height:
+            self._load_more()
+
+    @on(OptionList.OptionHighlighted, "#history-list")
+    def _highlight_changed(self, event: OptionList.OptionHighlighted) -> None:
+        if event.option.id is not None:
+            self._preview(int(event.option.id))
+        if event.option_index >= self._list.option_count - 10:
+            self._load_more()
+        self.refresh_bindings()
+
+    def _load_more(self) -> None:
+        search = self.query_one("#history-search", Input).value.strip()
+        if self._more and not self._loading_more and not self._query and not search:
+            self._loading_more = True
+            self._next_page()
+
+    @work(group="list", exclusive=True)
+    async def _next_page(self) -> None:
+        try:
+            summaries = await asyncio.to_thread(self.store.list_conversations, PAGE + 1,
+                                                len(self._entries))
+        except HistoryError as exc:
+            self.notify(exc.message, severity="error")
+            return
+        finally:
+            self._loading_more = False
+        # Another termchat may have added conversations meanwhile, shifting the offset.
+        entries = [_summary_entry(s) for s in summaries[:PAGE] if s.id not in self._entries]
+        self._more = len(summaries) > PAGE
+        self._entries.update((entry.id, entry) for entry in entries)
+        self._list.add_options(Option(entry.prompt(), id=str(entry.id)) for entry in entries)
+        self._update_note(0)
+
+    def _update_note(self, hits: int) -> None:
+        count = len(self._entries)
+        if self._query:
+            text = (f"{_plural(count, 'conversation')} match “{self._query}”" if count
+                    else f"No conversation matches “{self._query}”")
+            if hits >= SEARCH_HITS:
+                text += f" (in the best {SEARCH_HITS} messages)"
+        elif not count:
+            text = "No conversations yet: chats are saved as you go."
+        else:
+            text = _plural(count, "conversation") + (", more as you scroll" if self._more else "")
+        self._list.border_subtitle = text
+
+    # -- the preview ----------------------------------------------------------------------
+
+    @work(group="preview", exclusive=True)
+    async def _preview(self, cid: int) -> None:
+        await asyncio.sleep(PREVIEW_DELAY)
+        try:
+            stored = await asyncio.to_thread(self.store.get, cid)
+        except HistoryError as exc:
+            self._show_preview(Content(exc.message))
+            return
+        self._show_preview(_preview(stored))
+
+    def _show_preview(self, content: Content | None) -> None:
+        self.query_one("#history-preview-text", Static).update(content or "")
+        self.query_one("#history-preview", VerticalScroll).scroll_home(animate=False)
+
+    # -- actions --------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        typing = isinstance(self.focused, Input)
+        if action in ("rename", "delete"):
+            # r and d are letters to type while the search box has the focus.
+            if typing:
+                return False
+            return self._list.highlighted_option is not None or None
+        if action == "focus_search":
+            return not typing
+        if action == "open":
+            return self._list.highlighted_option is not None or None
+        return True
+
+    def on_descendant_focus(self) -> None:
+        self.refresh_bindings()
+
+    def action_close(self) -> None:
+        self.dismiss()
+
+    def action_focus_list(self) -> None:
+        self._list.focus()
+
+    def action_focus_search(self) -> None:
+        self.query_one("#history-search", Input).focus()
+
+    @on(OptionList.OptionSelected, "#history-list")
+    def _clicked(self) -> None:
+        self.action_open()
+
+    def action_open(self) -> None:
+        entry = self._highlighted()
+        if entry is not None:
+            self._open(entry.id)
+
+    @work(group="open", exclusive=True)
+    async def _open(self, cid: int) -> None:
+        chat = self.chat_app.chat
+        if self._open_id() == cid:
+            self.dismiss()
+            return
+        if chat.streaming:
+            self.notify("A reply is still streaming: close this screen and press Escape to "
+                        "cancel it, then open the conversation.", severity="warning")
+            return
+        try:
+            conversation = await asyncio.to_thread(
+                continue_conversation, self.chat_app.config, self.store, cid)
+        except (HistoryError, ConfigError) as exc:
+            self.notify(exc.message, severity="error")
+            return
+        if chat.open_conversation(conversation):
+            self.dismiss()
+
+    def action_rename(self) -> None:
+        entry = self._highlighted()
+        if entry is None:
+            return
+
+        def rename(title: str | None) -> None:
+            if title is None:
+                return
+            try:
+                self.store.rename(entry.id, title)
+            except HistoryError as exc:
+                self.notify(exc.message, severity="error")
+                return
+            # As the store normalises it: one line, runs of spaces squeezed.
+            entry.title = " ".join(title.split())
+            self._list.replace_option_prompt(str(entry.id), entry.prompt())
+            self._preview(entry.id)
+
+        self.app.push_screen(RenameScreen(entry.title, cursor_blink=self.chat_app.cursor_blink),
+                             rename)
+
+    def action_delete(self) -> None:
+        entry = self._highlighted()
+        if entry is None:
+            return
+
+        def delete(confirmed: bool | None) -> None:
+            if not confirmed:
+                return
+            try:
+                self.store.delete(entry.id)
+            except HistoryError as exc:
+                self.notify(exc.message, severity="error")
+                return
+            message = f"Deleted “{entry.title}”."
+            if self._open_id() == entry.id:
+                # The chat on screen outlives its record: its next turns start a new one
+                # instead of failing to save into a conversation that is gone.
+                self.chat_app.chat.conversation.history = self.store.new_conversation()
+                message += " The chat on screen goes on as a new conversation."
+            del self._entries[entry.id]
+            option_list = self._list
+            option_list.remove_option(str(entry.id))
+            # Removing keeps the index, and an unchanged index posts no highlight message.
+            following = option_list.highlighted_option
+            self._show_preview(None)
+            if following is not None and following.id is not None:
+                self._preview(int(following.id))
+            self._update_note(0)
+            self.refresh_bindings()
+            self.notify(message)
+
+        self.app.push_screen(ConfirmScreen(f"Delete “{entry.title}”?",
+                                           "Its messages are removed for good."), delete)
+
+
+class RenameScreen(ModalScreen[str | None]):
+    """A one-line dialog for a conversation's new title."""
+
+    DEFAULT_CSS = """
+    RenameScreen {
+        align: center middle;
+    }
+    #rename-dialog {
+        width: 70;
+        height: auto;
+        padding: 1 2;
+        border: round $primary;
+        background: $surface;
+    }
+    #rename-hint {
+        color: $text-muted;
+    }
+    """
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, *, cursor_blink: bool = True) -> None:
+        super().__init__()
+        self._title = title
+        self._cursor_blink = cursor_blink
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="rename-dialog"):
+            yield Label("Rename conversation")
+            rename = Input(self._title, id="rename-input")
+            rename.cursor_blink = self._cursor_blink
+            yield rename
+            yield Label("Enter saves · Escape cancels", id="rename-hint")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question; anything but y keeps things as they are."""
+
+    DEFAULT_CSS = """
+    ConfirmScreen {
+        align: center middle;
+    }
+    #confirm-dialog {
+        width: auto;
+        max-width: 80;
+        height: auto;
+        padding: 1 2;
+        border: round $error;
+        background: $surface;
+    }
+    #confirm-hint {
+        color: $text-muted;
+    }
+    """
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, question: str, detail: str) -> None:
+        super().__init__()
+        self._question = question
+        self._detail = detail
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm-dialog"):
+            yield Label(Content.styled(self._question, "bold"))
+            yield Label(self._detail)
+            yield Label("y deletes · n or Escape keeps it", id="confirm-hint")
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+
+# -- rendering ------------------------------------------------------------------------------
+
+def _summary_entry(summary: ConversationSummary) -> _Entry:
+    detail = (f"{summary.model} · {_plural(summary.message_count, 'message')} · "
+              f"{_when(summary.updated)}")
+    return _Entry(summary.id, summary.title, Content.styled(detail, "dim"))
+
+
+def _search_entries(hits: list[SearchHit], titled: list[ConversationSummary]) -> list[_Entry]:
+    """One entry per conversation, in the order of its best hit, then title-only matches."""
+    groups: dict[int, list[SearchHit]] = {}
+    for hit in hits:
+        groups.setdefault(hit.conversation_id, []).append(hit)
+    entries = [_Entry(cid, group[0].title, _hit_detail(group)) for cid, group in groups.items()]
+    entries += [_summary_entry(s) for s in titled if s.id not in groups]
+    return entries
+
+
+def _hit_detail(group: list[SearchHit]) -> Content:
+    best = group[0]
+    who = "you" if best.role == "user" else "reply"
+    prefix = Content.styled(f"{_plural(len(group), 'match', 'matches')} · {who}: ", "dim")
+    return prefix + _marked(best.snippet)
+
+
+def _marked(snippet: str) -> Content:
+    """A snippet with its matched words (between `MARK`s) highlighted."""
+    first, *rest = snippet.split(MARK[0])
+    pieces: list[str | tuple[str, str]] = [first]
+    for chunk in rest:
+        matched, _, after = chunk.partition(MARK[1])
+        pieces += [(matched, "bold $accent"), after]
+    return Content.assemble(*pieces)
+
+
+def _preview(stored: StoredConversation) -> Content:
+    """The conversation's title, facts and (last) messages, each shortened."""
+    messages = stored.messages[-PREVIEW_MESSAGES:]
+    parts: list[Content | str | tuple[str, str]] = [
+        (stored.title, "bold"), "\n",
+        (f"#{stored.id} · {stored.model} · started {_when(stored.created)}", "dim"), "\n",
+    ]
+    if len(stored.messages) > len(messages):
+        parts += [(f"\n… {_plural(len(stored.messages) - len(messages), 'earlier message')}",
+                   "dim italic"), "\n"]
+    for message in messages:
+        if message.role == "user":
+            parts += ["\n", ("You", "bold $text-primary"), "\n"]
+        else:
+            label = f"Assistant · {message.provider}:{message.model}"
+            if message.status != "complete":
+                label += f" · {message.status}"
+            parts += ["\n", (label, "bold $text-accent"), "\n"]
+        text = message.text.strip()
+        if len(text) > PREVIEW_CHARS:
+            text = text[:PREVIEW_CHARS - 1].rstrip() + "…"
+        parts.append(text if text else ("(no text)", "dim italic"))
+        parts.append("\n")
+    return Content.assemble(*parts)
+
+
+def _when(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M")
+
+
+def _plural(count: int, word: str, words: str | None = None) -> str:
+    return f"{count:,} {word if count == 1 else words or word + 's'}"
