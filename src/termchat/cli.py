@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from termchat import __version__
 from termchat.config import Config, ModelConfig, NotConfiguredError, load_config
@@ -25,7 +27,10 @@ examples:
 models: an alias from the config file, or provider:model (openai:gpt-4.1-mini,
 anthropic:claude-sonnet-4-5); an OpenAI-compatible server is openai:MODEL with
 OPENAI_BASE_URL or base_url in the config.
-exit codes: 0 ok, 1 provider or network error, 2 usage or config error, 130 interrupted.
+output: piped, exactly the reply's text (no colour, no reasoning); on a terminal, the
+reply rendered as Markdown.
+exit codes: 0 ok (a cut-off reply too, with a warning on stderr), 1 provider or network
+error, 2 usage or config error, 130 interrupted (Ctrl+C), 143 terminated.
 """
 
 
@@ -59,8 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run termchat with `argv`; with None (the installed command) it is the whole process,
+    and a finished one-shot run exits at once (see `_exit_now`)."""
     try:
-        return _main(list(sys.argv[1:] if argv is None else argv))
+        return _main(list(sys.argv[1:] if argv is None else argv), exit_now=argv is None)
     except NotConfiguredError as exc:
         sys.stderr.write(first_run_help(exc))
         return exc.exit_code
@@ -71,25 +78,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _main(argv: list[str]) -> int:
+def _main(argv: list[str], *, exit_now: bool = False) -> int:
     args = build_parser().parse_args(argv)
-    for name, value in (("--max-tokens", args.max_tokens),):
-        if value is not None and value <= 0:
-            raise UsageError(f"{name} must be above 0")
+    if args.max_tokens is not None and args.max_tokens <= 0:
+        raise UsageError("--max-tokens must be above 0")
     if args.temperature is not None and not 0 <= args.temperature <= 2:
         raise UsageError("--temperature must be from 0 to 2")
     config = load_config(args.config)
     for warning in config.warnings:
         print(f"termchat: {warning}", file=sys.stderr)
     model = resolve(config, args)
-    interactive = not args.prompt and sys.stdin.isatty() and sys.stdout.isatty()
+    interactive = (not args.prompt and sys.stdin is not None and sys.stdin.isatty()
+                   and sys.stdout.isatty())
     if interactive and not (args.json or args.no_stream):
         from termchat.tui.app import run_tui
 
         return run_tui(config, model)
     from termchat.oneshot import run_oneshot
 
-    return run_oneshot(args, config, model)
+    code = run_oneshot(args, config, model)
+    if exit_now:
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End the process without tearing the interpreter down.
+
+    With a provider SDK loaded (thousands of modules), the teardown takes 0.2-0.5 s after the
+    reply has been printed in full; a one-shot run has nothing left to clean up by then, so
+    only the standard streams are flushed.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def resolve(config: Config, args: argparse.Namespace) -> ModelConfig:

@@ -1,0 +1,548 @@
+"""One-shot mode: one prompt from the arguments and stdin, one reply on stdout, then exit.
+
+A sink for `Conversation.send`, in one of three shapes: piped stdout gets the model's text
+byte for byte as it arrives; a terminal gets live Markdown; `--json` gets one object at the
+end. Reasoning (thinking) text is never printed: it is not part of the reply, and a pipe must
+carry only the reply. On a terminal a transient "thinking…" line shows while it streams.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import re
+import signal
+import sys
+import time
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol
+
+from termchat.config import Config, ModelConfig
+from termchat.errors import TermchatError, UsageError
+from termchat.events import Event, FinishKind, ReasoningDelta, TextDelta
+from termchat.turn import Conversation, Reply, Status
+
+if TYPE_CHECKING:
+    from rich.console import Console, ConsoleOptions, RenderResult
+    from rich.segment import Segment
+
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+EXIT_TERMINATED = 128 + signal.SIGTERM
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+
+# What to do about a reply that stopped early; truncation is still a success (exit 0).
+_CUT_ADVICE = {
+    FinishKind.LENGTH: "; raise --max-tokens for more",
+    FinishKind.CONTEXT: "; shorten the input for more",
+    FinishKind.FILTERED: "",
+}
+
+
+def run_oneshot(args: argparse.Namespace, config: Config, model: ModelConfig) -> int:
+    """Send one prompt, print the reply, and return the exit code.
+
+    `config` is the loaded configuration the model was resolved from (unused until one-shot
+    runs are recorded in the history).
+    """
+    prompt = read_prompt(args.prompt, sys.stdin)
+    sink = _make_sink(args, model)
+    conversation = Conversation(model)
+    signals = _Signals()
+    error: TermchatError | None = None
+    code = 0
+    try:
+        asyncio.run(_exchange(conversation, prompt, sink, signals))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        code = EXIT_TERMINATED if signals.terminated else EXIT_INTERRUPTED
+    except TermchatError as exc:
+        error, code = exc, exc.exit_code
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing more to say, and nowhere to say it.
+        _silence(sys.stdout)
+        return EXIT_BROKEN_PIPE
+    reply = conversation.exchanges[-1].reply if conversation.exchanges else None
+    try:
+        sink.close(reply, error, interrupted=code in (EXIT_INTERRUPTED, EXIT_TERMINATED))
+    except BrokenPipeError:
+        _silence(sys.stdout)
+        return EXIT_BROKEN_PIPE
+    try:
+        _report(reply, error, usage=args.usage, out=sys.stderr)
+    except BrokenPipeError:
+        _silence(sys.stderr)
+    return code
+
+
+def read_prompt(words: list[str], stdin: IO[str] | None) -> str:
+    """The arguments joined by spaces, then a blank line and stdin when stdin is not a terminal.
+
+    stdin is read as bytes and decoded leniently: a binary file must not crash the run.
+    """
+    argument = " ".join(words)
+    piped = ""
+    if stdin is not None and not stdin.isatty():
+        piped = stdin.buffer.read().decode("utf-8", errors="replace")
+    elif not words:
+        raise UsageError('no prompt: pass one as an argument (termchat "...") or pipe it in '
+                         "(echo ... | termchat).")
+    if argument.strip() and piped.strip():
+        return f"{argument}\n\n{piped}"
+    prompt = argument if argument.strip() else piped
+    if not prompt.strip():
+        raise UsageError("the prompt is empty: pass it as an argument or on stdin.")
+    return prompt
+
+
+class _Signals:
+    """SIGTERM takes the same path as Ctrl+C (cancel the turn, keep the output), and is
+    remembered so the exit code can say which it was."""
+
+    def __init__(self) -> None:
+        self.terminated = False
+
+    def terminate(self, task: asyncio.Task[Any]) -> None:
+        self.terminated = True
+        # Cancel once: a second cancel can leak a pooled connection in httpx.
+        if not task.cancelling():
+            task.cancel()
+
+
+async def _exchange(conversation: Conversation, prompt: str, sink: _Sink,
+                    signals: _Signals) -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, signals.terminate, task)
+    sink.start()
+    # No garbage collection until the reply starts: importing the SDK allocates hundreds of
+    # thousands of objects, and collecting them again and again adds about 15% to the time
+    # before the request goes out. Frozen afterwards, they are never scanned again.
+    gc.disable()
+
+    def on_event(event: Event) -> None:
+        if not gc.isenabled():
+            gc.freeze()
+            gc.enable()
+        sink.on_event(event)
+
+    try:
+        await conversation.send(prompt, on_event)
+    finally:
+        gc.enable()
+        await conversation.aclose()
+
+
+def _silence(stream: IO[str]) -> None:
+    """Point a broken stream's descriptor at /dev/null, so the flush at interpreter exit
+    succeeds instead of printing "Exception ignored ... BrokenPipeError"."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, stream.fileno())
+    os.close(devnull)
+
+
+def _report(reply: Reply | None, error: TermchatError | None, *, usage: bool,
+            out: IO[str]) -> None:
+    """The stderr lines: a cut-off warning, the error, then the -u usage line.
+
+    Finish reasons and error messages are the server's words, so they are cleaned of control
+    characters like the reply itself.
+    """
+    lines: list[str] = []
+    finish = reply.finish if reply is not None else None
+    if finish is not None and finish.kind in _CUT_ADVICE:
+        lines.append(f"termchat: warning: the reply was cut off ({finish.describe()})"
+                     f"{_CUT_ADVICE[finish.kind]}.")
+    if error is not None:
+        lines.append(f"termchat: {error}")
+    if usage and reply is not None:
+        lines.append(usage_line(reply))
+    for line in lines:
+        print(_CONTROLS.sub("", line), file=out)
+
+
+def usage_line(reply: Reply) -> str:
+    """`finish stop · in 12 · out 345 · cached 0 · ttft 0.41s · 52.3 tok/s · 6.6s`."""
+    def count(value: int | None) -> str:
+        return "unknown" if value is None else str(value)
+
+    finish = reply.finish.reason if reply.finish else f"none ({reply.status})"
+    parts = [f"finish {finish}", f"in {count(reply.usage.input_tokens)}",
+             f"out {count(reply.usage.output_tokens)}",
+             f"cached {count(reply.usage.cached_tokens)}"]
+    if reply.usage.reasoning_tokens:
+        parts.append(f"reasoning {reply.usage.reasoning_tokens}")
+    parts.append("ttft unknown" if reply.ttft is None else f"ttft {reply.ttft:.2f}s")
+    rate = reply.tokens_per_second
+    # Without a reported output count the rate is estimated from characters: say so.
+    estimate = "~" if reply.usage.output_tokens is None else ""
+    parts.append("tok/s unknown" if rate is None else f"{estimate}{rate:.1f} tok/s")
+    parts.append(f"{reply.elapsed:.1f}s")
+    return " · ".join(parts)
+
+
+def json_result(reply: Reply | None, model: ModelConfig,
+                error: TermchatError | None) -> dict[str, Any]:
+    """The `--json` object; usage counts the server did not report are null."""
+    usage = reply.usage if reply is not None else None
+    finish = reply.finish if reply is not None else None
+    result: dict[str, Any] = {
+        "text": _repair(reply.text) if reply is not None else "",
+        "model": reply.model if reply is not None else model.model,
+        "provider": reply.provider if reply is not None else model.provider,
+        "finish_reason": finish.reason if finish else None,
+        "finish_kind": str(finish.kind) if finish else None,
+        "status": str(reply.status) if reply is not None else str(Status.ERROR),
+        "usage": {
+            "input_tokens": usage.input_tokens if usage else None,
+            "output_tokens": usage.output_tokens if usage else None,
+            "cached_tokens": usage.cached_tokens if usage else None,
+            "reasoning_tokens": usage.reasoning_tokens if usage else None,
+        },
+        "timings": {
+            "ttft_s": _round(reply.ttft) if reply is not None else None,
+            "elapsed_s": _round(reply.elapsed) if reply is not None else None,
+            "tokens_per_second": _round(reply.tokens_per_second) if reply is not None else None,
+        },
+    }
+    if error is not None:
+        result["error"] = str(error)
+    return result
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+# --- text hygiene -------------------------------------------------------------------------
+
+
+def _repair(text: str) -> str:
+    """`text` as encodable Unicode: UTF-16 surrogate pairs joined, lone surrogates replaced.
+
+    JSON allows `\\ud83c\\udf89` escapes, and a server that cuts strings by UTF-16 index sends
+    an emoji's two halves in two chunks; Python decodes each to a lone surrogate.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+class SurrogateJoiner:
+    """Repairs streamed text chunk by chunk, holding back a trailing high surrogate until the
+    chunk with its other half arrives."""
+
+    def __init__(self) -> None:
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        text = self._held + text
+        self._held = text[-1] if text and "\ud800" <= text[-1] <= "\udbff" else ""
+        return _repair(text[:-1] if self._held else text)
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return _repair(held)
+
+
+# Everything in a model's text that a terminal would obey rather than show: CSI sequences,
+# OSC and the other string sequences (up to their terminator, or the end of the line), other
+# escapes, and every C0 / C1 control character but tab and newline.
+_CONTROLS = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"
+    r"|\x1b[\]PX^_][^\x07\x1b\n]*(?:\x07|\x1b\\)?"
+    r"|\x1b[ -/]*[0-~]"
+    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+)
+# An escape sequence the text ends in the middle of; the next chunk may complete it.
+_UNFINISHED = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|[\]PX^_][^\x07\x1b\n]*|[ -/]*)\Z")
+
+
+class Sanitizer:
+    """Removes control characters and escape sequences from streamed text, including
+    sequences split across chunks, so a reply can never clear the screen, set the window
+    title or move the cursor."""
+
+    def __init__(self) -> None:
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        text = self._held + text
+        unfinished = _UNFINISHED.search(text)
+        self._held = unfinished.group() if unfinished else ""
+        return _CONTROLS.sub("", text[:unfinished.start()] if unfinished else text)
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return _CONTROLS.sub("", held)
+
+
+# --- sinks --------------------------------------------------------------------------------
+
+
+class _Sink(Protocol):
+    def start(self) -> None:
+        """Called once, just before the request is sent."""
+
+    def on_event(self, event: Event) -> None:
+        """Called for every stream event."""
+
+    def close(self, reply: Reply | None, error: TermchatError | None, *,
+              interrupted: bool) -> None:
+        """Called once at the end, whatever happened; `reply` is None if none was started."""
+
+
+def _make_sink(args: argparse.Namespace, model: ModelConfig) -> _Sink:
+    if args.json:
+        return _JsonSink(sys.stdout.buffer, model)
+    if sys.stdout.isatty():
+        return _TerminalSink(model.label, live=not args.no_stream)
+    return _PipeSink(sys.stdout.buffer, stream=not args.no_stream)
+
+
+class _PipeSink:
+    """stdout is not a terminal: the model's text exactly, flushed chunk by chunk as it arrives
+    (so `| tee` shows it live), then one newline. No escape codes, no status."""
+
+    def __init__(self, out: BinaryIO, *, stream: bool) -> None:
+        self._out = out
+        self._stream = stream
+        self._joiner = SurrogateJoiner()
+        self._wrote = False
+
+    def start(self) -> None:
+        pass
+
+    def on_event(self, event: Event) -> None:
+        if self._stream and isinstance(event, TextDelta):
+            self._write(self._joiner.feed(event.text))
+
+    def close(self, reply: Reply | None, error: TermchatError | None, *,
+              interrupted: bool) -> None:
+        # A partial reply is printed too (with --no-stream as well): it is never lost.
+        text = self._joiner.flush() if self._stream else _repair(reply.text if reply else "")
+        self._write(text)
+        if self._wrote or (reply is not None and reply.status is Status.COMPLETE):
+            self._out.write(b"\n")
+            self._out.flush()
+
+    def _write(self, text: str) -> None:
+        if text:
+            self._out.write(text.encode())
+            self._out.flush()
+            self._wrote = True
+
+
+class _JsonSink:
+    """`--json`: one object on stdout at the end, also when the reply failed or was cut."""
+
+    def __init__(self, out: BinaryIO, model: ModelConfig) -> None:
+        self._out = out
+        self._model = model
+
+    def start(self) -> None:
+        pass
+
+    def on_event(self, event: Event) -> None:
+        pass
+
+    def close(self, reply: Reply | None, error: TermchatError | None, *,
+              interrupted: bool) -> None:
+        if reply is None and error is not None and error.exit_code != 1:
+            # A usage or configuration error: there was no exchange to describe.
+            return
+        result = json_result(reply, self._model, error)
+        self._out.write(json.dumps(result, ensure_ascii=False).encode() + b"\n")
+        self._out.flush()
+
+
+_CODE_THEME = "monokai"
+# Seconds between frames at least; a frame that took long to render pushes the next one out
+# further, so a huge last block cannot starve the network reads.
+_FRAME_INTERVAL = 1 / 20
+
+
+class _Blocks:
+    """Splits a growing Markdown text into settled top-level blocks and the growing last one.
+
+    A top-level block followed by another can no longer change how it renders, so it is
+    rendered once and printed for good; only the last block is re-rendered as text arrives.
+    (The same settling rule as termchat.tui.blocks.BlockRenderer, without its Textual types.)
+    """
+
+    def __init__(self) -> None:
+        from markdown_it import MarkdownIt
+
+        # The parser configuration of rich.markdown.Markdown, so blocks split where Rich's own
+        # rendering would put them.
+        self._parser = MarkdownIt().enable("strikethrough").enable("table")
+        self._parts: list[str] = []
+
+    def append(self, text: str) -> None:
+        if text:
+            self._parts.append(text)
+
+    @property
+    def pending(self) -> str:
+        """The text after the settled blocks."""
+        if len(self._parts) > 1:
+            self._parts[:] = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""
+
+    def settle(self) -> tuple[str, bool]:
+        """Take the newly settled blocks' source ("" if none), and whether Rich puts a blank
+        line after the last of them (it does after every block but a horizontal rule)."""
+        pending = self.pending
+        tokens = self._parser.parse(pending)
+        blocks = [t for t in tokens if t.level == 0 and t.nesting >= 0 and t.map]
+        if len(blocks) < 2:
+            return "", False
+        assert blocks[-1].map is not None
+        boundary = _offset_of_line(pending, blocks[-1].map[0])
+        self._parts[:] = [pending[boundary:]]
+        return pending[:boundary], blocks[-2].type != "hr"
+
+
+def _offset_of_line(text: str, line: int) -> int:
+    offset = 0
+    for _ in range(line):
+        offset = text.index("\n", offset) + 1
+    return offset
+
+
+class _Lines:
+    """Pre-rendered lines as a Rich renderable; `end` adds a newline after the last one."""
+
+    def __init__(self, lines: list[list[Segment]], *, end: bool) -> None:
+        self.lines = lines
+        self.end = end
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        from rich.segment import Segment
+
+        for index, line in enumerate(self.lines):
+            if index:
+                yield Segment.line()
+            yield from line
+        if self.end and self.lines:
+            yield Segment.line()
+
+
+class _TerminalSink:
+    """stdout is a terminal: the reply as Markdown, rendered as it arrives.
+
+    Settled blocks are printed permanently; only the growing last block is drawn in a Rich
+    `Live` region, which is kept shorter than the screen (the overflowing top of a tall block
+    is printed for good) so redrawing it never reaches into scrollback. Model text is
+    sanitized first: escape sequences in it never reach the terminal.
+    """
+
+    def __init__(self, label: str, *, live: bool) -> None:
+        from rich.console import Console
+        from rich.live import Live
+        from rich.text import Text
+
+        self._console = Console(highlight=False)
+        self._live = Live(Text(f"waiting for {label}…", style="dim"), console=self._console,
+                          auto_refresh=False, redirect_stdout=False, redirect_stderr=False,
+                          vertical_overflow="visible") if live else None
+        self._joiner = SurrogateJoiner()
+        self._sanitizer = Sanitizer()
+        self._blocks = _Blocks()
+        self._text_seen = False
+        # Whether anything was printed above, and whether it ended with a block that Rich
+        # follows with a blank line.
+        self._printed = False
+        self._blank_after = False
+        # Lines of the pending (unsettled) text already printed for good.
+        self._committed = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._next_frame = 0.0
+
+    def start(self) -> None:
+        if self._live is not None:
+            self._live.start(refresh=True)
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, TextDelta):
+            self._text_seen = True
+            self._blocks.append(self._sanitizer.feed(self._joiner.feed(event.text)))
+        elif isinstance(event, ReasoningDelta) and not self._text_seen and self._live:
+            from rich.text import Text
+
+            self._live.update(Text("thinking…", style="dim"))
+        else:
+            return
+        if self._live is not None and self._timer is None:
+            delay = max(0.0, self._next_frame - time.monotonic())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._frame)
+
+    def close(self, reply: Reply | None, error: TermchatError | None, *,
+              interrupted: bool) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._blocks.append(self._sanitizer.feed(self._joiner.flush()) + self._sanitizer.flush())
+        if self._live is None:
+            from rich.markdown import Markdown
+
+            if self._blocks.pending.strip():
+                self._console.print(Markdown(self._blocks.pending, code_theme=_CODE_THEME))
+            elif interrupted:
+                self._console.line()
+            return
+        if self._live.is_started:
+            self._frame(last=True)
+            # Stopping leaves the last frame on screen and the cursor on the line below it.
+            self._live.stop()
+
+    def _frame(self, *, last: bool = False) -> None:
+        """Print newly settled blocks for good and redraw the last one, in one write; the
+        `last` frame also replaces a waiting or thinking line that no text followed."""
+        assert self._live is not None
+        self._timer = None
+        started = time.monotonic()
+        printed: list[list[Segment]] = []
+        settled, blank_after = self._blocks.settle()
+        if settled:
+            printed += self._render(settled)[self._committed:]
+            self._committed = 0
+            self._printed, self._blank_after = True, blank_after
+        tail = self._render(self._blocks.pending)
+        # Keep the live region below the screen's height; its overflowing top is printed.
+        room = max(1, self._console.size.height - 2)
+        if len(tail) - self._committed > room:
+            cut = len(tail) - room
+            printed += tail[self._committed:cut]
+            self._committed = cut
+        with self._console:
+            if printed:
+                self._console.print(_Lines(printed, end=True))
+            if self._text_seen or last:
+                self._live.update(_Lines(tail[self._committed:], end=False))
+            self._live.refresh()
+        cost = time.monotonic() - started
+        self._next_frame = started + max(_FRAME_INTERVAL, 2 * cost)
+
+    def _render(self, source: str) -> list[list[Segment]]:
+        """`source` as lines at the console's width, with the blank line Rich would put
+        between it and what is printed above."""
+        if not source.strip():
+            return []
+        from rich.markdown import Markdown
+
+        markdown = Markdown(source, code_theme=_CODE_THEME)
+        lines = self._console.render_lines(markdown, self._console.options, pad=False,
+                                           new_lines=False)
+        while lines and _is_blank(lines[-1]):
+            lines.pop()
+        if lines and self._printed and self._blank_after and not _is_blank(lines[0]):
+            lines.insert(0, [])
+        return lines
+
+
+def _is_blank(line: list[Segment]) -> bool:
+    return all(not segment.text.strip() and not (segment.style and segment.style.bgcolor)
+               for segment in line)
