@@ -14,9 +14,9 @@ from textual.widgets import Input, OptionList
 from termchat.config import Config, ModelConfig
 from termchat.devserver import ProviderServer
 from termchat.devserver import Reply as ServerReply
-from termchat.history import HistoryStore
+from termchat.history import HistoryStore, continue_conversation
 from termchat.tui.app import TermchatApp
-from termchat.tui.history_screen import HistoryScreen, continue_conversation
+from termchat.tui.history_screen import HistoryScreen
 from termchat.tui.messages import UserMessage
 from termchat.turn import Reply, Status
 from tests.tui_helpers import finish, model_for, replies, send, wait_until

@@ -8,11 +8,15 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from termchat import __version__
 from termchat.config import Config, ModelConfig, NotConfiguredError, load_config
 from termchat.errors import TermchatError, UsageError
+
+if TYPE_CHECKING:
+    from termchat.history import HistoryStore
+    from termchat.turn import Conversation
 
 EXAMPLES = """\
 examples:
@@ -23,14 +27,28 @@ examples:
   termchat -m anthropic:claude-sonnet-4-5 -s "be terse" "hi"
   termchat -u --max-tokens 50 "write a poem"  usage line on stderr
   termchat --json "hi" | jq .usage
+  termchat -c "and in French?"               continue the last conversation
+  termchat --cid 12 "go on"                  continue conversation 12
+  termchat -c                                the TUI, on the last conversation
+  termchat --list | head                     id, date, model, messages, title
+  termchat --search "sky blue"               id, date, role, title, matching words
+  termchat --show 12
+  termchat --export 12 --format json > chat.json
 
 models: an alias from the config file, or provider:model (openai:gpt-4.1-mini,
 anthropic:claude-sonnet-4-5); an OpenAI-compatible server is openai:MODEL with
 OPENAI_BASE_URL or base_url in the config.
 output: piped, exactly the reply's text (no colour, no reasoning); on a terminal, the
 reply rendered as Markdown.
+history: every prompt and reply is kept in $XDG_DATA_HOME/termchat/history.db, partial
+replies included (off for a run with --no-history, always with history = false in the
+config). When it cannot be opened, a warning says why and the chat goes on without it,
+except with -c or --cid: they need it, and stop with an error (exit 1). -c with nothing
+stored yet is a usage error. --list, --show, --search and --export print plain text when
+piped (tab-separated rows for --list and --search) and never create the database.
 exit codes: 0 ok (a cut-off reply too, with a warning on stderr), 1 provider or network
-error, 2 usage or config error, 130 interrupted (Ctrl+C), 143 terminated.
+error, or a history that cannot be read, 2 usage or config error (an unknown conversation
+id too), 130 interrupted (Ctrl+C), 143 terminated.
 """
 
 
@@ -60,7 +78,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="PATH", help="config file (default: "
                         "$XDG_CONFIG_HOME/termchat/config.toml, or $TERMCHAT_CONFIG)")
     parser.add_argument("--version", action="version", version=f"termchat {__version__}")
+    history = parser.add_argument_group("history")
+    history.add_argument("--no-history", action="store_true", help="store nothing for this run")
+    continuing = history.add_mutually_exclusive_group()
+    continuing.add_argument("-c", "--continue", dest="continue_", action="store_true",
+                            help="continue the most recent conversation (with no prompt on "
+                            "a terminal: in the TUI)")
+    continuing.add_argument("--cid", metavar="ID", help="continue conversation ID")
+    views = history.add_mutually_exclusive_group()
+    views.add_argument("--list", action="store_true", help="list conversations, newest first")
+    views.add_argument("--show", metavar="ID", help="print conversation ID (reasoning is "
+                       "left out; --export has it)")
+    views.add_argument("--search", metavar="TEXT",
+                       help="find prompts and replies containing every word of TEXT "
+                       "(word* matches a prefix)")
+    views.add_argument("--export", metavar="ID", help="print conversation ID in full, as "
+                       "--format says")
+    history.add_argument("--limit", type=int, metavar="N",
+                         help="at most N rows from --list or --search (default 50)")
+    history.add_argument("--format", choices=("markdown", "json"),
+                         help="--export format (default markdown)")
     return parser
+
+
+# Options that only make sense for a reply, refused with --list, --show, --search, --export.
+_REPLY_OPTIONS = {
+    "model": "-m/--model", "system": "-s/--system", "max_tokens": "--max-tokens",
+    "temperature": "--temperature", "no_stream": "--no-stream", "json": "--json",
+    "usage": "-u/--usage", "no_history": "--no-history", "continue_": "-c/--continue",
+    "cid": "--cid",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -80,26 +127,117 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: list[str], *, exit_now: bool = False) -> int:
     args = build_parser().parse_args(argv)
+    view = _check(args)
+    if view is not None:
+        from termchat.history_cli import run_view
+
+        return run_view(args, view)
+    config = load_config(args.config)
+    for warning in config.warnings:
+        print(f"termchat: {warning}", file=sys.stderr)
+    history = config.history and not args.no_history
+    interactive = (not args.prompt and sys.stdin is not None and sys.stdin.isatty()
+                   and sys.stdout.isatty() and not (args.json or args.no_stream))
+    store: HistoryStore | None = None
+    conversation: Conversation | None = None
+    if args.continue_ or args.cid is not None:
+        store, conversation = _continued(config, args, history=history)
+    if interactive:
+        from termchat.tui.app import run_tui
+
+        if conversation is None:
+            # The app opens the history itself, after its first frame.
+            return run_tui(config, resolve(config, args), history_enabled=history)
+        return run_tui(config, conversation.model, conversation=conversation, history=store)
+    if conversation is None:
+        from termchat.history import open_or_warn
+        from termchat.turn import Conversation
+
+        model = resolve(config, args)
+        store = open_or_warn(history, _warn)
+        conversation = Conversation(
+            model, history=store.new_conversation() if store is not None else None)
+    from termchat.oneshot import run_oneshot
+
+    try:
+        code = run_oneshot(args, conversation)
+    finally:
+        if store is not None:
+            store.close()
+    if exit_now:
+        _exit_now(code)
+    return code
+
+
+def _check(args: argparse.Namespace) -> str | None:
+    """Refuse option combinations that make no sense; the history view asked for, if any
+    (`--list`, `--show`, `--search` or `--export`)."""
     if args.max_tokens is not None and args.max_tokens <= 0:
         raise UsageError("--max-tokens must be above 0")
     if args.temperature is not None and not 0 <= args.temperature <= 2:
         raise UsageError("--temperature must be from 0 to 2")
-    config = load_config(args.config)
-    for warning in config.warnings:
-        print(f"termchat: {warning}", file=sys.stderr)
-    model = resolve(config, args)
-    interactive = (not args.prompt and sys.stdin is not None and sys.stdin.isatty()
-                   and sys.stdout.isatty())
-    if interactive and not (args.json or args.no_stream):
-        from termchat.tui.app import run_tui
+    if args.limit is not None and args.limit <= 0:
+        raise UsageError("--limit must be above 0")
+    view = next((f"--{name}" for name in ("list", "show", "search", "export")
+                 if _given(getattr(args, name))), None)
+    if args.limit is not None and view not in ("--list", "--search"):
+        raise UsageError("--limit goes with --list or --search")
+    if args.format is not None and view != "--export":
+        raise UsageError("--format goes with --export")
+    if view is None:
+        return None
+    if args.prompt:
+        hint = "; quote the words to search for" if view == "--search" else ""
+        raise UsageError(f"{view} takes no prompt (got {' '.join(args.prompt)!r}){hint}")
+    for name, option in _REPLY_OPTIONS.items():
+        if _given(getattr(args, name)):
+            raise UsageError(f"{view} cannot be combined with {option}")
+    if view == "--search" and not args.search.strip("* \t\n"):
+        raise UsageError("--search needs a word to look for")
+    return view
 
-        return run_tui(config, model)
-    from termchat.oneshot import run_oneshot
 
-    code = run_oneshot(args, config, model)
-    if exit_now:
-        _exit_now(code)
-    return code
+def _given(value: object) -> bool:
+    """Whether an option was on the command line (its default is None or False)."""
+    return value is not None and value is not False
+
+
+def _continued(config: Config, args: argparse.Namespace, *,
+              history: bool) -> tuple[HistoryStore, Conversation]:
+    """The open store and the stored conversation `-c` or `--cid` continues, with the
+    command line's model and overrides applied.
+
+    Continuing needs the history: when it is off or cannot be opened, this raises instead of
+    chatting on without the earlier turns the user asked for.
+    """
+    from termchat.history import (
+        HistoryError,
+        HistoryStore,
+        HistoryUnavailable,
+        continue_conversation,
+    )
+
+    flag = "--cid" if args.cid is not None else "-c/--continue"
+    if not history:
+        why = "--no-history" if args.no_history else f"history = false in {config.path}"
+        raise UsageError(f"{flag} continues a stored conversation, but {why} turns the "
+                         "history off")
+    try:
+        store = HistoryStore.open(warn=_warn)
+    except HistoryUnavailable as exc:
+        raise HistoryError(f"cannot continue a conversation: {exc.reason}") from None
+    try:
+        cid = args.cid if args.cid is not None else store.last_conversation_id()
+        if cid is None:
+            raise UsageError("-c/--continue: there is no conversation to continue yet; leave "
+                             "out -c to start one")
+        conversation = continue_conversation(config, store, cid)
+        conversation.switch_model(resolve(config, args) if args.model
+                                  else _overridden(conversation.model, args))
+    except BaseException:
+        store.close()
+        raise
+    return store, conversation
 
 
 def _exit_now(code: int) -> NoReturn:
@@ -117,9 +255,17 @@ def _exit_now(code: int) -> NoReturn:
 
 def resolve(config: Config, args: argparse.Namespace) -> ModelConfig:
     """The model for this run, with command-line overrides applied."""
-    model = config.resolve_model(args.model)
+    return _overridden(config.resolve_model(args.model), args)
+
+
+def _overridden(model: ModelConfig, args: argparse.Namespace) -> ModelConfig:
     return model.with_overrides(system=args.system, max_tokens=args.max_tokens,
                                 temperature=args.temperature)
+
+
+def _warn(line: str) -> None:
+    """History's one-line warnings (unavailable, a save that failed) on stderr."""
+    print(f"termchat: warning: {line}", file=sys.stderr)
 
 
 def first_run_help(exc: NotConfiguredError) -> str:

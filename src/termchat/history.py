@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from termchat.config import data_dir
-from termchat.errors import ProviderError, TermchatError
+from termchat.errors import ConfigError, ProviderError, TermchatError
 from termchat.events import Finish, FinishKind, Usage
 
 # `termchat.turn` (and so asyncio) is imported only when a conversation is loaded: listing,
 # searching and exporting stay quick to start.
 if TYPE_CHECKING:
-    from termchat.config import ModelConfig
-    from termchat.turn import Exchange, Recorder, Reply
+    from termchat.config import Config, ModelConfig
+    from termchat.turn import Conversation, Exchange, Recorder, Reply
 
 DEFAULT_TIMEOUT = 3.0
 TITLE_LENGTH = 60
@@ -42,11 +42,19 @@ class HistoryError(TermchatError):
 
 
 class HistoryUnavailable(HistoryError):
-    """The store cannot be used for this run; chatting goes on without it."""
+    """The store cannot be used for this run; chatting goes on without it. `reason` is the
+    problem alone (`PATH is ...`), for commands that cannot go on without the store."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"history is off for this run: {reason}; chatting continues "
+                         "without it")
+        self.reason = reason
 
 
 class ConversationNotFound(HistoryError):
-    """No conversation has the id the user gave."""
+    """No conversation has the id the user gave (a usage error: the id came from them)."""
+
+    exit_code = 2
 
 
 # Each version is a list of statements (not a script: executescript would commit the
@@ -231,7 +239,7 @@ class HistoryStore:
         self.path = path
         self._db = db
         self._timeout = timeout
-        self._warn = warn or _warn_stderr
+        self.warn: Warn = warn or _warn_stderr
         self._warned = False
         self._lock = threading.Lock()
 
@@ -243,18 +251,18 @@ class HistoryStore:
         Raises `HistoryUnavailable` with one line when it cannot be read and written. `warn`
         receives the one line said when a later write fails (default: stderr).
         """
-        path = Path(path) if path is not None else data_dir() / "history.db"
+        path = Path(path) if path is not None else default_path()
         try:
             _create_private(path)
             db = sqlite3.connect(path, timeout=timeout, isolation_level=None,
                                  check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
-            raise HistoryUnavailable(_off(_problem(path, exc, timeout))) from None
+            raise HistoryUnavailable(_problem(path, exc, timeout)) from None
         # SQLite quietly opens a file it may not write read-only, and an empty transaction
         # succeeds on it: only the first prompt would fail.
         if not os.access(path, os.W_OK):
             db.close()
-            raise HistoryUnavailable(_off(f"{path} is read-only (check its permissions)"))
+            raise HistoryUnavailable(f"{path} is read-only (check its permissions)")
         try:
             db.execute("PRAGMA journal_mode = WAL")
             # In WAL mode NORMAL loses nothing when the process dies, only on power loss.
@@ -265,7 +273,7 @@ class HistoryStore:
             db.close()
             reason = exc.message if isinstance(exc, HistoryError) else \
                 _problem(path, exc, timeout)
-            raise HistoryUnavailable(_off(reason)) from None
+            raise HistoryUnavailable(reason) from None
         return cls(db, path, timeout, warn)
 
     def close(self) -> None:
@@ -299,7 +307,7 @@ class HistoryStore:
                 self._warned = True
                 reason = exc.message if isinstance(exc, HistoryError) else \
                     _problem(self.path, exc, self._timeout)
-                self._warn(f"history: saving failed: {reason}; chatting continues "
+                self.warn(f"history: saving failed: {reason}; chatting continues "
                            "(further save errors are not shown)")
             return None
 
@@ -570,7 +578,30 @@ def open_or_warn(enabled: bool, warn: Warn) -> HistoryStore | None:
         return None
 
 
+def continue_conversation(config: Config, store: HistoryStore, cid: int | str) -> Conversation:
+    """Stored conversation `cid`, ready to continue: new turns are recorded into it.
+
+    Its model is the alias it was last used with, or, when that alias is gone from the
+    config, the `provider:model` of its last reply. Raises `HistoryError` or `ConfigError`.
+    """
+    from termchat.turn import Conversation
+
+    loaded = store.load(cid)
+    try:
+        model = config.resolve_model(loaded.model or loaded.label)
+    except ConfigError:
+        if not loaded.label or loaded.label == loaded.model:
+            raise
+        model = config.resolve_model(loaded.label)
+    return Conversation(model, exchanges=loaded.exchanges, history=store.resume(loaded.id))
+
+
 # -- opening ------------------------------------------------------------------------------
+
+def default_path() -> Path:
+    """`history.db` in the data directory: $XDG_DATA_HOME/termchat, or the platform's."""
+    return data_dir() / "history.db"
+
 
 def _create_private(path: Path) -> None:
     """Create the directory and file readable by the user alone (SQLite's -wal and -shm
@@ -754,10 +785,6 @@ def _local(seconds: float) -> str:
 
 
 # -- one-line explanations ----------------------------------------------------------------
-
-def _off(reason: str) -> str:
-    return f"history is off for this run: {reason}; chatting continues without it"
-
 
 def _problem(path: Path, exc: BaseException, timeout: float) -> str:
     """What is wrong with the database, as `PATH is ...`, for one warning line."""

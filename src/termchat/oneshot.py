@@ -19,7 +19,7 @@ import sys
 import time
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol
 
-from termchat.config import Config, ModelConfig
+from termchat.config import ModelConfig
 from termchat.errors import TermchatError, UsageError
 from termchat.events import Event, FinishKind, ReasoningDelta, TextDelta
 from termchat.turn import Conversation, Reply, Status
@@ -40,15 +40,17 @@ _CUT_ADVICE = {
 }
 
 
-def run_oneshot(args: argparse.Namespace, config: Config, model: ModelConfig) -> int:
-    """Send one prompt, print the reply, and return the exit code.
+def run_oneshot(args: argparse.Namespace, conversation: Conversation) -> int:
+    """Send one prompt in `conversation` (new, or continued with its earlier turns), print the
+    reply, and return the exit code.
 
-    `config` is the loaded configuration the model was resolved from (unused until one-shot
-    runs are recorded in the history).
+    When the conversation has a history, the prompt is stored before the request is sent and
+    the reply in its final state (complete, cancelled, error) before this returns, whatever
+    happened: the caller may end the process at once.
     """
     prompt = read_prompt(args.prompt, sys.stdin)
-    sink = _make_sink(args, model)
-    conversation = Conversation(model)
+    sink = _make_sink(args, conversation.model)
+    earlier = len(conversation.exchanges)
     signals = _Signals()
     error: TermchatError | None = None
     code = 0
@@ -60,18 +62,19 @@ def run_oneshot(args: argparse.Namespace, config: Config, model: ModelConfig) ->
         error, code = exc, exc.exit_code
     except BrokenPipeError:
         # The reader went away (`| head`): nothing more to say, and nowhere to say it.
-        _silence(sys.stdout)
+        silence(sys.stdout)
         return EXIT_BROKEN_PIPE
-    reply = conversation.exchanges[-1].reply if conversation.exchanges else None
+    # None when this run's exchange never started (a missing key): not an earlier reply.
+    reply = conversation.exchanges[-1].reply if len(conversation.exchanges) > earlier else None
     try:
         sink.close(reply, error, interrupted=code in (EXIT_INTERRUPTED, EXIT_TERMINATED))
     except BrokenPipeError:
-        _silence(sys.stdout)
+        silence(sys.stdout)
         return EXIT_BROKEN_PIPE
     try:
         _report(reply, error, usage=args.usage, out=sys.stderr)
     except BrokenPipeError:
-        _silence(sys.stderr)
+        silence(sys.stderr)
     return code
 
 
@@ -133,7 +136,7 @@ async def _exchange(conversation: Conversation, prompt: str, sink: _Sink,
         await conversation.aclose()
 
 
-def _silence(stream: IO[str]) -> None:
+def silence(stream: IO[str]) -> None:
     """Point a broken stream's descriptor at /dev/null, so the flush at interpreter exit
     succeeds instead of printing "Exception ignored ... BrokenPipeError"."""
     devnull = os.open(os.devnull, os.O_WRONLY)

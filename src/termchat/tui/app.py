@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -29,6 +30,19 @@ if TYPE_CHECKING:
     from textual.command import Provider
 
     from termchat.history import HistoryStore
+
+
+def _keep_out_of_gc() -> None:
+    """Move every object alive now (modules, widgets, rendered lines) out of the cyclic
+    collector's sight.
+
+    A full collection traverses every tracked object: with Textual, an SDK and a long reply's
+    rendered lines that took 20-120 ms each, stalls the user sees mid-stream. Young cyclic
+    garbage is collected first; what is frozen is still freed by reference counting, and
+    `open_conversation` unfreezes before it drops the old messages so their cycles can go.
+    """
+    gc.collect(1)
+    gc.freeze()
 
 
 class ChatScreen(Screen):
@@ -81,6 +95,8 @@ class ChatScreen(Screen):
         view.following = True
         view.scroll_end(animate=False)
         self._update_status()
+        # Once the messages are laid out and rendered, their lines are long-lived.
+        self.call_after_refresh(_keep_out_of_gc)
 
     def open_conversation(self, conversation: Conversation) -> bool:
         """Show `conversation` and continue it; refused while a reply streams."""
@@ -91,6 +107,8 @@ class ChatScreen(Screen):
         old = self.conversation
         self.conversation = conversation
         self.run_worker(old.aclose())
+        # The messages about to be removed were frozen; let the collector have them again.
+        gc.unfreeze()
         self._show_exchanges()
         self.query_one(PromptInput).focus()
         return True
@@ -129,6 +147,9 @@ class ChatScreen(Screen):
         self.last_reply = reply
         widget = AssistantMessage(streaming=True, cursor_blink=self.chat_app.cursor_blink)
         await view.mount(widget)
+        # The lines of settled blocks live as long as the reply: keep them out of the way of
+        # full collections while it streams.
+        freezer = self.set_interval(1.0, _keep_out_of_gc)
         view.content_grew()
         self._update_status()
 
@@ -153,9 +174,11 @@ class ChatScreen(Screen):
         try:
             await self.conversation.stream(exchange, on_event)
         except asyncio.CancelledError:
+            freezer.stop()
             self._finished(widget, exchange)
             raise
         except TermchatError as exc:
+            freezer.stop()
             self._finished(widget, exchange)
             if not exchange.reply.text:
                 await widget.remove()  # nothing arrived: the error line says it all
@@ -164,10 +187,12 @@ class ChatScreen(Screen):
             if not exchange.in_context:
                 self._restore_prompt(prompt)
             return
+        freezer.stop()
         self._finished(widget, exchange)
 
     def _finished(self, widget: AssistantMessage, exchange: Exchange) -> None:
         widget.finish(exchange.reply.status)
+        _keep_out_of_gc()
         self.query_one(ConversationView).content_grew()
         self._update_status()
         self.call_after_refresh(self.refresh_bindings)
@@ -219,7 +244,7 @@ class ChatScreen(Screen):
         self.notify("Copied the last reply to the clipboard.")
 
     def action_copy_code(self, index: int = -1) -> None:
-        from termchat.tui.blocks import code_blocks
+        from termchat.markdown_lines import code_blocks
 
         blocks = code_blocks(self.last_reply.text) if self.last_reply else []
         if not blocks:
@@ -252,6 +277,9 @@ class TermchatApp(App[int]):
         super().__init__()
         self.config = config
         self.history = history
+        if history is not None:
+            # Save failures during the session are notifications, not stderr under the screen.
+            history.warn = self.warn
         self._open_history = open_history
         self.cursor_blink = cursor_blink
         self.show_timings = show_timings

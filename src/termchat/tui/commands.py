@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from termchat.config import PROVIDERS, ModelConfig
-from termchat.tui.blocks import code_blocks
+from termchat.markdown_lines import code_blocks
 
 if TYPE_CHECKING:
     from termchat.tui.app import ChatScreen, TermchatApp

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -24,12 +23,9 @@ from termchat.history import (
     HistoryStore,
     SearchHit,
     StoredConversation,
+    continue_conversation,
 )
 from termchat.tui.app import TermchatApp
-from termchat.turn import Conversation
-
-if TYPE_CHECKING:
-    from termchat.config import Config
 
 # The list loads a page at a time: with 10,000 conversations, loading them all made the screen
 # take 1.3 s to open instead of 0.7 s (2-core machine), and it grows with the history.
@@ -54,22 +50,6 @@ def show_history(app: TermchatApp) -> None:
         app.notify(_off_reason(app), title="No history", severity="warning", timeout=8)
         return
     app.push_screen(HistoryScreen(app.history))
-
-
-def continue_conversation(config: Config, store: HistoryStore, cid: int) -> Conversation:
-    """Stored conversation `cid`, ready to continue: new turns are recorded into it.
-
-    Its model is the alias it was last used with, or, when that alias is gone from the
-    config, the `provider:model` of its last reply. Raises `HistoryError` or `ConfigError`.
-    """
-    loaded = store.load(cid)
-    try:
-        model = config.resolve_model(loaded.model or loaded.label)
-    except ConfigError:
-        if not loaded.label or loaded.label == loaded.model:
-            raise
-        model = config.resolve_model(loaded.label)
-    return Conversation(model, exchanges=loaded.exchanges, history=store.resume(cid))
 
 
 def _off_reason(app: TermchatApp) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
@@ -14,6 +16,7 @@ from textual.widgets import Static
 from termchat.turn import Status
 
 CURSOR = "▋"
+FRAME_SECONDS = 1 / 120
 _CURSOR_STYLE = Style(color="#d0d0d0")
 _MARKS = {
     Status.CANCELLED: ("■ cancelled — partial reply kept", "bold #e0a030"),
@@ -64,6 +67,8 @@ class AssistantMessage(Widget):
         self._lines: list[Strip] = []
         self._width = -1
         self._stale = True
+        self._flush_pending = False
+        self._last_flush = 0.0
         self._reasoning_height = 0
         self._cursor_y = 0
         self._style: Style | None = None
@@ -98,14 +103,34 @@ class AssistantMessage(Widget):
         self._changed()
 
     def _changed(self) -> None:
-        if self._stale:
-            return  # a repaint is already due; it will render everything up to now
         self._stale = True
-        # Only lines after the settled blocks can change: repaint those, and reflow in case the
-        # height changed. The render itself happens once, during the next frame's layout.
+        if self._flush_pending:
+            return
+        self._flush_pending = True
+        # Render at most once per frame however many chunks arrive in between, and as soon as
+        # the frame allows.
+        delay = self._last_flush + FRAME_SECONDS - time.monotonic()
+        if delay > 0:
+            self.set_timer(delay, self._flush)
+        else:
+            self.call_later(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        self._last_flush = time.monotonic()
+        if not self._stale:
+            return
+        if self._width < 0:
+            self.refresh(layout=True)
+            return
+        # Lines above the settled blocks' end cannot have changed: repaint only the rest, and
+        # lay the screen out again only if the height changed.
         stable = self._stable_lines()
-        self.refresh(Region(0, stable, max(self._width, 1), max(len(self._lines) - stable, 1)),
-                     layout=True)
+        before = len(self._lines)
+        self._rebuild(self._width)
+        after = len(self._lines)
+        self.refresh(Region(0, stable, self._width, max(before, after) - stable + 1),
+                     layout=after != before)
 
     def _stable_lines(self) -> int:
         if self._reasoning and self.streaming and not self._renderer.text:

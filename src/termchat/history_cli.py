@@ -1,0 +1,215 @@
+"""`--list`, `--show`, `--search` and `--export`: stored conversations on stdout.
+
+Piped, the output is plain and exact: tab-separated rows for lists (id, date, ...; no
+header), the stored text as it is for a conversation. On a terminal, lists are Rich tables,
+replies are rendered as Markdown, and escape sequences in stored text are removed. Reading
+never creates the database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+from typing import IO, TYPE_CHECKING
+
+from termchat.history import (
+    ConversationNotFound,
+    HistoryError,
+    HistoryStore,
+    HistoryUnavailable,
+    StoredConversation,
+    StoredMessage,
+    default_path,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
+
+DEFAULT_LIMIT = 50
+# Private-use characters mark matched words in search snippets on a terminal: they never
+# occur in chat text, where brackets often do.
+MARK = ("\ue000", "\ue001")
+_CODE_THEME = "monokai"
+
+
+def run_view(args: argparse.Namespace, view: str) -> int:
+    """Print what `view` (`--list`, `--show`, `--search` or `--export`) asks for; the exit
+    code. Raises `HistoryError` when the database is unusable or the id unknown."""
+    out = sys.stdout
+    try:
+        _run(args, view, out, tty=out.isatty())
+    except BrokenPipeError:
+        from termchat.oneshot import EXIT_BROKEN_PIPE, silence
+
+        # The reader went away (`| head`): nothing more to say, and nowhere to say it.
+        silence(out)
+        return EXIT_BROKEN_PIPE
+    return 0
+
+
+def _run(args: argparse.Namespace, view: str, out: IO[str], *, tty: bool) -> None:
+    path = default_path()
+    if not path.exists():
+        if view in ("--show", "--export"):
+            raise ConversationNotFound(f"No conversation {args.show or args.export} in the "
+                                       f"history: nothing is stored yet ({path}).")
+        _note("no conversations are stored yet.")
+        return
+    try:
+        store = HistoryStore.open(path)
+    except HistoryUnavailable as exc:
+        raise HistoryError(f"history: {exc.reason}") from None
+    limit = DEFAULT_LIMIT if args.limit is None else args.limit
+    with store:
+        if view == "--list":
+            _list(store, limit, out, tty=tty)
+        elif view == "--search":
+            _search(store, args.search, limit, out, tty=tty)
+        elif view == "--show":
+            _show(store.get(args.show), out, tty=tty)
+        elif args.format == "json":
+            json.dump(store.export_json(args.export), out, ensure_ascii=False, indent=2)
+            out.write("\n")
+        else:
+            markdown = store.export_markdown(args.export)
+            out.write(_clean(markdown) if tty else markdown)
+
+
+def _list(store: HistoryStore, limit: int, out: IO[str], *, tty: bool) -> None:
+    conversations = store.list_conversations(limit=limit)
+    if not conversations:
+        _note("no conversations are stored yet.")
+        return
+    if not tty:
+        for c in conversations:
+            out.write(f"{c.id}\t{_date(c.updated)}\t{c.model}\t{c.message_count}\t{c.title}\n")
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("ID", justify="right", no_wrap=True)
+    table.add_column("Updated", no_wrap=True)
+    table.add_column("Model", no_wrap=True)
+    table.add_column("Msgs", justify="right", no_wrap=True)
+    table.add_column("Title")
+    for c in conversations:
+        # Text, not str: a title like "[bold]" must not be read as Rich markup.
+        table.add_row(str(c.id), _date(c.updated), Text(_clean(c.model)),
+                      str(c.message_count), Text(_clean(c.title)))
+    _console(out).print(table)
+
+
+def _search(store: HistoryStore, text: str, limit: int, out: IO[str], *, tty: bool) -> None:
+    hits = store.search(text, limit, highlight=MARK if tty else ("", ""))
+    if not hits:
+        _note(f"no messages match {text!r}.")
+        return
+    if not tty:
+        for hit in hits:
+            out.write(f"{hit.conversation_id}\t{_date(hit.created)}\t{hit.role}\t{hit.title}\t"
+                      f"{hit.snippet}\n")
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("ID", justify="right", no_wrap=True)
+    table.add_column("Date", no_wrap=True)
+    table.add_column("Role", no_wrap=True)
+    table.add_column("Title")
+    table.add_column("Match")
+    for hit in hits:
+        table.add_row(str(hit.conversation_id), _date(hit.created), hit.role,
+                      Text(_clean(hit.title)), _highlighted(_clean(hit.snippet)))
+    _console(out).print(table)
+
+
+def _highlighted(snippet: str) -> Text:
+    from rich.text import Text
+
+    text = Text()
+    for index, part in enumerate(snippet.replace(MARK[1], MARK[0]).split(MARK[0])):
+        text.append(part, style="bold reverse" if index % 2 else None)
+    return text
+
+
+def _show(stored: StoredConversation, out: IO[str], *, tty: bool) -> None:
+    """The conversation, one headed block per message; a reply's header says how it ended."""
+    head = (f"model {stored.model} · started {_date(stored.created)} · updated "
+            f"{_date(stored.updated)} · {len(stored.messages)} messages")
+    if not tty:
+        out.write(f"Conversation {stored.id}: {stored.title}\n{head}\n")
+        for message in stored.messages:
+            out.write(f"\n--- {_describe(message)}\n{message.text}\n")
+        return
+    from rich.markdown import Markdown
+    from rich.text import Text
+
+    console = _console(out)
+    console.print(Text(f"Conversation {stored.id}: {_clean(stored.title)}", style="bold"))
+    console.print(Text(_clean(head), style="dim"))
+    for message in stored.messages:
+        console.print()
+        style = "bold cyan" if message.role == "user" else "bold magenta"
+        if message.status not in ("complete", "streaming"):
+            style = "bold yellow"
+        console.print(Text(f"─── {_clean(_describe(message))}", style=style))
+        text = _clean(message.text)
+        if message.role == "assistant" and text.strip():
+            console.print(Markdown(text, code_theme=_CODE_THEME))
+        else:
+            console.print(Text(text or "(no text)", style="" if text else "dim"))
+
+
+def _describe(message: StoredMessage) -> str:
+    """A message's header: `user`, or `assistant · openai:gpt-4.1-mini · finish stop · ...`
+    with a bracketed mark when the reply did not complete."""
+    if message.role == "user":
+        return "user"
+    parts = ["assistant", f"{message.provider}:{message.model}"]
+    if message.status in ("cancelled", "interrupted"):
+        parts.append(f"[{message.status}: partial reply]")
+    elif message.status == "error":
+        parts.append(f"[error: {message.error}]" if message.error else "[error]")
+    elif message.status == "streaming":
+        parts.append("[still being written]")
+    if message.finish is not None:
+        parts.append(f"finish {message.finish.describe()}")
+    usage = message.usage
+    if usage.known:
+        parts.append(f"{_count(usage.input_tokens)} in / {_count(usage.output_tokens)} out "
+                     "tokens")
+    if message.duration is not None:
+        parts.append(f"{message.duration:.1f} s")
+    return " · ".join(parts)
+
+
+def _count(tokens: int | None) -> str:
+    return "?" if tokens is None else str(tokens)
+
+
+def _date(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M")
+
+
+def _clean(text: str) -> str:
+    """`text` without control characters and escape sequences, for a terminal."""
+    from termchat.oneshot import Sanitizer
+
+    sanitizer = Sanitizer()
+    return sanitizer.feed(text) + sanitizer.flush()
+
+
+def _note(line: str) -> None:
+    """A friendly line on stderr, keeping stdout empty for scripts."""
+    print(f"termchat: {line}", file=sys.stderr)
+
+
+def _console(out: IO[str]) -> Console:
+    from rich.console import Console
+
+    return Console(file=out, highlight=False)

@@ -1,0 +1,68 @@
+"""Incremental Markdown rendering: at every chunk boundary, what the streaming renderer shows
+is line for line what Rich renders for the whole text so far."""
+
+from __future__ import annotations
+
+import pytest
+from rich.console import Console
+from rich.markdown import Markdown
+from textual.strip import Strip
+
+from termchat.markdown_lines import CODE_THEME, MarkdownLines, code_blocks
+from termchat.sample import chunked, long_reply
+from termchat.tui.blocks import BlockRenderer
+
+EDGES = (
+    "Intro paragraph.\n\n---\n\n- a list right after a rule\n- second\n\n---\n\n"
+    "Paragraph after a rule\n\n> a quote\n> on two lines\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
+    "```python\nprint('a fence right after a table')\n```\n\n1. one\n\n2. two (a loose list)\n\n"
+    "Setext heading\n--------------\n\n    indented code\n\nEnd with **bold** and `code`.\n"
+)
+
+
+def full_render(console: Console, text: str, width: int) -> list[str]:
+    options = console.options.update_width(width)
+    lines = console.render_lines(Markdown(text, code_theme=CODE_THEME), options, pad=True,
+                                 new_lines=False)
+    rendered = [Strip(line, width) for line in lines]
+    while rendered and not rendered[-1].text.strip() and all(
+            seg.style is None or seg.style.bgcolor is None for seg in rendered[-1]):
+        rendered.pop()
+    return [repr(list(strip)) for strip in rendered]
+
+
+@pytest.mark.parametrize(("text", "pieces"), [
+    (EDGES, 150),
+    (long_reply(3_000, seed=1), 250),
+    (long_reply(3_000, seed=2), 120),
+])
+def test_every_intermediate_render_equals_a_full_render(text: str, pieces: int) -> None:
+    console = Console(width=80, force_terminal=True, color_system="truecolor")
+    renderer = BlockRenderer(console=console)
+    so_far = ""
+    for piece in chunked(text, pieces):
+        renderer.append(piece)
+        so_far += piece
+        shown = [repr(list(strip)) for strip in renderer.lines(80)]
+        assert shown == full_render(console, so_far, 80), f"differs after {so_far[-60:]!r}"
+    assert renderer.text == text
+    # A new width re-renders everything, still identical to a full render.
+    assert [repr(list(s)) for s in renderer.lines(57)] == full_render(console, text, 57)
+
+
+def test_settled_lines_are_stable_while_the_tail_grows() -> None:
+    console = Console(width=60, force_terminal=True)
+    lines = MarkdownLines(console=console)
+    lines.append("First paragraph.\n\nSecond paragraph,\nstill")
+    before = lines.lines(60)
+    stable = lines.stable_lines
+    assert stable >= 1
+    lines.append(" growing with more words.\n\nThird.\n")
+    after = lines.lines(60)
+    assert after[:stable] == before[:stable]
+    assert lines.stable_lines > stable
+
+
+def test_code_blocks_are_found_in_order() -> None:
+    text = "x\n\n```python\na = 1\n```\n\ntext\n\n    indented\n\n```\nb\n```\n"
+    assert code_blocks(text) == ["a = 1\n", "indented\n", "b\n"]
