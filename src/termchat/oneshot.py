@@ -361,58 +361,9 @@ class _JsonSink:
         self._out.flush()
 
 
-_CODE_THEME = "monokai"
 # Seconds between frames at least; a frame that took long to render pushes the next one out
 # further, so a huge last block cannot starve the network reads.
 _FRAME_INTERVAL = 1 / 20
-
-
-class _Blocks:
-    """Splits a growing Markdown text into settled top-level blocks and the growing last one.
-
-    A top-level block followed by another can no longer change how it renders, so it is
-    rendered once and printed for good; only the last block is re-rendered as text arrives.
-    (The same settling rule as termchat.tui.blocks.BlockRenderer, without its Textual types.)
-    """
-
-    def __init__(self) -> None:
-        from markdown_it import MarkdownIt
-
-        # The parser configuration of rich.markdown.Markdown, so blocks split where Rich's own
-        # rendering would put them.
-        self._parser = MarkdownIt().enable("strikethrough").enable("table")
-        self._parts: list[str] = []
-
-    def append(self, text: str) -> None:
-        if text:
-            self._parts.append(text)
-
-    @property
-    def pending(self) -> str:
-        """The text after the settled blocks."""
-        if len(self._parts) > 1:
-            self._parts[:] = ["".join(self._parts)]
-        return self._parts[0] if self._parts else ""
-
-    def settle(self) -> tuple[str, bool]:
-        """Take the newly settled blocks' source ("" if none), and whether Rich puts a blank
-        line after the last of them (it does after every block but a horizontal rule)."""
-        pending = self.pending
-        tokens = self._parser.parse(pending)
-        blocks = [t for t in tokens if t.level == 0 and t.nesting >= 0 and t.map]
-        if len(blocks) < 2:
-            return "", False
-        assert blocks[-1].map is not None
-        boundary = _offset_of_line(pending, blocks[-1].map[0])
-        self._parts[:] = [pending[boundary:]]
-        return pending[:boundary], blocks[-2].type != "hr"
-
-
-def _offset_of_line(text: str, line: int) -> int:
-    offset = 0
-    for _ in range(line):
-        offset = text.index("\n", offset) + 1
-    return offset
 
 
 class _Lines:
@@ -428,18 +379,34 @@ class _Lines:
         for index, line in enumerate(self.lines):
             if index:
                 yield Segment.line()
-            yield from line
+            yield from _rstrip(line)
         if self.end and self.lines:
             yield Segment.line()
+
+
+def _rstrip(line: list[Segment]) -> list[Segment]:
+    """Without the padding Rich adds to the width: a narrower terminal would wrap it. A code
+    block's padding has a background and stays."""
+    from rich.segment import Segment
+
+    line = list(line)
+    while line and not (line[-1].style and line[-1].style.bgcolor):
+        text = line[-1].text.rstrip(" ")
+        if text:
+            line[-1] = Segment(text, line[-1].style, line[-1].control)
+            break
+        line.pop()
+    return line
 
 
 class _TerminalSink:
     """stdout is a terminal: the reply as Markdown, rendered as it arrives.
 
-    Settled blocks are printed permanently; only the growing last block is drawn in a Rich
-    `Live` region, which is kept shorter than the screen (the overflowing top of a tall block
-    is printed for good) so redrawing it never reaches into scrollback. Model text is
-    sanitized first: escape sequences in it never reach the terminal.
+    Settled blocks (see termchat.markdown_lines) are printed for good; only the growing last
+    block is drawn in a Rich `Live` region, which is kept shorter than the screen (the
+    overflowing top of a tall block is printed for good) so redrawing it never reaches into
+    scrollback. Model text is sanitized first: escape sequences in it never reach the
+    terminal.
     """
 
     def __init__(self, label: str, *, live: bool) -> None:
@@ -447,19 +414,19 @@ class _TerminalSink:
         from rich.live import Live
         from rich.text import Text
 
+        from termchat.markdown_lines import MarkdownLines
+
         self._console = Console(highlight=False)
+        # The reply keeps the width it started with: lines printed for good cannot be redrawn.
+        self._width = self._console.size.width
         self._live = Live(Text(f"waiting for {label}…", style="dim"), console=self._console,
                           auto_refresh=False, redirect_stdout=False, redirect_stderr=False,
                           vertical_overflow="visible") if live else None
         self._joiner = SurrogateJoiner()
         self._sanitizer = Sanitizer()
-        self._blocks = _Blocks()
+        self._markdown = MarkdownLines(console=self._console)
         self._text_seen = False
-        # Whether anything was printed above, and whether it ended with a block that Rich
-        # follows with a blank line.
-        self._printed = False
-        self._blank_after = False
-        # Lines of the pending (unsettled) text already printed for good.
+        # How many of the reply's lines are printed for good.
         self._committed = 0
         self._timer: asyncio.TimerHandle | None = None
         self._next_frame = 0.0
@@ -471,7 +438,7 @@ class _TerminalSink:
     def on_event(self, event: Event) -> None:
         if isinstance(event, TextDelta):
             self._text_seen = True
-            self._blocks.append(self._sanitizer.feed(self._joiner.feed(event.text)))
+            self._markdown.append(self._sanitizer.feed(self._joiner.feed(event.text)))
         elif isinstance(event, ReasoningDelta) and not self._text_seen and self._live:
             from rich.text import Text
 
@@ -487,12 +454,11 @@ class _TerminalSink:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._blocks.append(self._sanitizer.feed(self._joiner.flush()) + self._sanitizer.flush())
+        self._markdown.append(self._sanitizer.feed(self._joiner.flush())
+                              + self._sanitizer.flush())
         if self._live is None:
-            from rich.markdown import Markdown
-
-            if self._blocks.pending.strip():
-                self._console.print(Markdown(self._blocks.pending, code_theme=_CODE_THEME))
+            if self._markdown.text.strip():
+                self._console.print(_Lines(self._markdown.lines(self._width), end=True))
             elif interrupted:
                 self._console.line()
             return
@@ -502,50 +468,22 @@ class _TerminalSink:
             self._live.stop()
 
     def _frame(self, *, last: bool = False) -> None:
-        """Print newly settled blocks for good and redraw the last one, in one write; the
-        `last` frame also replaces a waiting or thinking line that no text followed."""
+        """Print newly settled lines for good and redraw the rest, in one write; the `last`
+        frame also replaces a waiting or thinking line that no text followed."""
         assert self._live is not None
         self._timer = None
         started = time.monotonic()
-        printed: list[list[Segment]] = []
-        settled, blank_after = self._blocks.settle()
-        if settled:
-            printed += self._render(settled)[self._committed:]
-            self._committed = 0
-            self._printed, self._blank_after = True, blank_after
-        tail = self._render(self._blocks.pending)
+        lines = self._markdown.lines(self._width) if self._markdown.text.strip() else []
         # Keep the live region below the screen's height; its overflowing top is printed.
         room = max(1, self._console.size.height - 2)
-        if len(tail) - self._committed > room:
-            cut = len(tail) - room
-            printed += tail[self._committed:cut]
-            self._committed = cut
+        final = max(self._markdown.stable_lines, len(lines) - room)
+        printed = lines[self._committed:final]
+        self._committed = max(self._committed, final)
         with self._console:
             if printed:
                 self._console.print(_Lines(printed, end=True))
             if self._text_seen or last:
-                self._live.update(_Lines(tail[self._committed:], end=False))
+                self._live.update(_Lines(lines[self._committed:], end=False))
             self._live.refresh()
         cost = time.monotonic() - started
         self._next_frame = started + max(_FRAME_INTERVAL, 2 * cost)
-
-    def _render(self, source: str) -> list[list[Segment]]:
-        """`source` as lines at the console's width, with the blank line Rich would put
-        between it and what is printed above."""
-        if not source.strip():
-            return []
-        from rich.markdown import Markdown
-
-        markdown = Markdown(source, code_theme=_CODE_THEME)
-        lines = self._console.render_lines(markdown, self._console.options, pad=False,
-                                           new_lines=False)
-        while lines and _is_blank(lines[-1]):
-            lines.pop()
-        if lines and self._printed and self._blank_after and not _is_blank(lines[0]):
-            lines.insert(0, [])
-        return lines
-
-
-def _is_blank(line: list[Segment]) -> bool:
-    return all(not segment.text.strip() and not (segment.style and segment.style.bgcolor)
-               for segment in line)
