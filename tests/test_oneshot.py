@@ -140,6 +140,8 @@ CASES: dict[str, Case] = {
     "flags-anthropic": Case(args=["-m", "anthropic:claude-test", "--system", "be terse",
                                   "--max-tokens", "50", "hi"], provider="anthropic",
                             python_flags=("-X", "importtime")),
+    "temperature-anthropic": Case(args=["-m", "anthropic:claude-test", "--temperature", "0.5",
+                                        "hi"], provider="anthropic"),
     # -u, truncation, --json.
     "usage": Case(Reply(text="hello", input_tokens=12, output_tokens=345, cached_tokens=3),
                   args=["-u", "hi"]),
@@ -335,6 +337,16 @@ def test_system_max_tokens_and_model_reach_anthropic(results: dict[str, Result])
     assert (body["model"], body["system"], body["max_tokens"], body["stream"]) == \
         ("claude-test", "be terse", 50, True)
     assert body["messages"] == [{"role": "user", "content": "hi"}]
+
+
+def test_temperature_for_anthropic_is_left_out_with_a_warning(
+        results: dict[str, Result]) -> None:
+    result = results["temperature-anthropic"]
+    assert result.run.returncode == 0
+    assert "temperature" not in result.body
+    assert result.stderr == [
+        "termchat: warning: --temperature is ignored for Anthropic models (their API no "
+        "longer takes it)"]
 
 
 def test_help_shows_examples(tmp_path: Path) -> None:

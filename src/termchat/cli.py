@@ -259,6 +259,9 @@ def resolve(config: Config, args: argparse.Namespace) -> ModelConfig:
 
 
 def _overridden(model: ModelConfig, args: argparse.Namespace) -> ModelConfig:
+    if args.temperature is not None and model.provider == "anthropic":
+        # The Anthropic API version the SDK speaks rejects it; the provider leaves it out.
+        _warn("--temperature is ignored for Anthropic models (their API no longer takes it)")
     return model.with_overrides(system=args.system, max_tokens=args.max_tokens,
                                 temperature=args.temperature)
 
