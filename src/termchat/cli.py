@@ -8,6 +8,7 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from termchat import __version__
@@ -274,6 +275,8 @@ def _warn(line: str) -> None:
 def first_run_help(exc: NotConfiguredError) -> str:
     """The one screen a user sees when nothing is configured: what to set, and where."""
     python = shlex.quote(sys.executable)
+    beside = Path(sys.executable).with_name("termchat")
+    command = shlex.quote(str(beside)) if beside.exists() else "termchat"
     config_path = shlex.quote(str(exc.path))
     shell_rc = "~/.zshrc" if os.environ.get("SHELL", "").endswith("zsh") else "~/.bashrc"
     return f"""\
@@ -291,5 +294,5 @@ or name models, keys and defaults in a config file:
 
 Try termchat right now with no key, against its built-in local provider server:
   {python} -m termchat.devserver &
-  OPENAI_BASE_URL=http://127.0.0.1:8765/v1 OPENAI_API_KEY=local termchat "hello"
+  OPENAI_BASE_URL=http://127.0.0.1:8765/v1 OPENAI_API_KEY=local {command} "hello"
 """

@@ -79,7 +79,8 @@ class Reply:
         if self.first_token_at is None:
             return None
         seconds = (self.ended_at or time.monotonic()) - self.first_token_at
-        if seconds <= 0:
+        # Mid-stream, a rate over the first few chunks is noise (and huge); wait for a sample.
+        if seconds <= 0 or (self.ended_at is None and seconds < MIN_RATE_SECONDS):
             return None
         tokens = self.usage.output_tokens
         if tokens is None:
@@ -98,6 +99,7 @@ class Recorder(Protocol):
 
 
 CHECKPOINT_SECONDS = 1.0
+MIN_RATE_SECONDS = 0.5
 EventSink = Callable[[Event], Awaitable[None] | None]
 
 
