@@ -23,9 +23,19 @@ class ConversationView(VerticalScroll):
         elif new_value >= self.max_scroll_y:
             self.following = True
 
-    def content_grew(self) -> None:
-        """Call after adding to a message; keeps the newest line in view when following."""
-        if self.following and not self._stick_pending:
+    def content_grew(self, lines: int = 0) -> None:
+        """Call after adding to a message (`lines` taller, when known); keeps the newest line
+        in view when following."""
+        if not self.following:
+            return
+        if lines > 0 and 0 < self.max_scroll_y <= self.scroll_y:
+            # Scroll in the frame that lays the new lines out, not the one after: the new end
+            # is known before layout (as in Textual's own anchoring, which cannot re-stick).
+            end = self.max_scroll_y + lines
+            self.set_reactive(VerticalScroll.scroll_y, end)
+            self.set_reactive(VerticalScroll.scroll_target_y, end)
+        if not self._stick_pending:
+            # After layout, settle on the real end whatever else changed height.
             self._stick_pending = True
             self.call_after_refresh(self._stick)
 

@@ -13,6 +13,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
 
+from termchat.tui.conversation import ConversationView
 from termchat.turn import Status
 
 CURSOR = "▋"
@@ -131,6 +132,8 @@ class AssistantMessage(Widget):
         after = len(self._lines)
         self.refresh(Region(0, stable, self._width, max(before, after) - stable + 1),
                      layout=after != before)
+        if after > before and isinstance(self.parent, ConversationView):
+            self.parent.content_grew(after - before)
 
     def _stable_lines(self) -> int:
         if self._reasoning and self.streaming and not self._renderer.text:
