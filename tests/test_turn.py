@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import pytest
@@ -18,10 +16,10 @@ from termchat.devserver import ProviderServer
 from termchat.devserver import Reply as Script
 from termchat.errors import MissingKeyError, ServerError, StreamError, StreamInterruptedError
 from termchat.events import Event, Finish, FinishKind, TextDelta, Usage
-from termchat.providers import ChatRequest, Message, Provider, open_provider
+from termchat.providers import ChatRequest, Message
 from termchat.turn import Conversation, Exchange, Reply, Status, run_turn
+from tests.test_providers import KEY, opened
 
-KEY = "sk-test-SECRET-1234567890abcdef"
 both = pytest.mark.parametrize("provider", ["openai", "anthropic"])
 
 
@@ -32,15 +30,6 @@ def config(server: ProviderServer, provider: str = "openai", **changes: object) 
                                    "idle_timeout": 10.0}
     settings.update(changes)
     return ModelConfig(**settings)  # type: ignore[arg-type]
-
-
-@asynccontextmanager
-async def opened(model: ModelConfig) -> AsyncIterator[Provider]:
-    provider = open_provider(model, KEY)
-    try:
-        yield provider
-    finally:
-        await provider.aclose()
 
 
 REQUEST = ChatRequest(messages=(Message("user", "hi"),))
