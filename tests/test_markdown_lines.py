@@ -19,6 +19,28 @@ EDGES = (
     "Setext heading\n--------------\n\n    indented code\n\nEnd with **bold** and `code`.\n"
 )
 
+# Blocks whose first line could, as it grows, still join the block before it, and blocks that
+# cannot: a paragraph after a blank line is settled apart before its first line ends.
+JOINS = (
+    "- a\n- b\n\nafter a list, settled early\n\n1. x\n\n2023 was a year\n\n1. y\n\n"
+    "2. loose item\n\n> q\n\n> r, a second quote\n\n| a |\n|---|\n| 1 |\n\n"
+    "|not a table\n\n* star item\n\n*emphasis* paragraph\n\n- item\n\n  indented "
+    "continuation\n\n```\ncode\n```\n\n[ref]: http://example.com\n\n![img](u) and "
+    "[ref]\n\n# heading\n\n#hashtag paragraph\n\npara\nlazy line\n\n+ plus\n\n"
+    "```\nfence\n```\n- item right after a fence\n# heading\n- item after a heading\n\n"
+    "| t |\n|---|\n| 1 |\n\n- item after a table\n\nparagraph\n\n- item after a paragraph\n\n"
+    "    indented code\n\n    continued\n\n> quote\n\n- after a quote\n\n***\n- after a rule\n"
+)
+
+# Bullet lists settle item by item: nested lists, code and paragraphs inside items, loose
+# items, a change of marker (a new list), lazy continuation and a list ending.
+LISTS = (
+    "- one\n- two\n  - nested a\n  - nested b\n- three\n\n  second paragraph of three\n"
+    "- four with code:\n\n  ```python\n  x = 1\n  ```\n- five\nlazy continuation of five\n"
+    "- six\n\n- seven, loose\n* star list\n* star two\n\n1. ordered\n2. two\n\n"
+    "- last list\n- > quoted item\n- end\n\nAfter the lists.\n"
+)
+
 
 def full_render(console: Console, text: str, width: int) -> list[str]:
     options = console.options.update_width(width)
@@ -33,6 +55,8 @@ def full_render(console: Console, text: str, width: int) -> list[str]:
 
 @pytest.mark.parametrize(("text", "pieces"), [
     (EDGES, 150),
+    (JOINS, len(JOINS)),
+    (LISTS, len(LISTS)),
     (long_reply(3_000, seed=1), 250),
     (long_reply(3_000, seed=2), 120),
 ])

@@ -11,6 +11,7 @@ from textual import events
 
 from termchat.config import load_config
 from termchat.devserver import ProviderServer, Reply
+from termchat.sample import long_reply
 from termchat.tui.conversation import ConversationView
 from termchat.tui.messages import CURSOR, ErrorLine, UserMessage
 from termchat.tui.prompt import PromptInput
@@ -87,6 +88,46 @@ async def test_finished_reply_looks_exactly_like_a_full_render(
             expected.pop()
         assert [line.rstrip() for line in screen_lines(reply)] == \
             [line.rstrip() for line in expected]
+
+
+async def _painted_matches_a_full_repaint(pilot) -> None:  # type: ignore[no-untyped-def]
+    """What is on screen equals what a repaint of every widget from scratch shows: no row
+    kept from Textual's line cache is stale."""
+    await pilot.pause(0.1)
+    painted = pilot.app.export_screenshot()
+    for widget in pilot.app.screen.query("*"):
+        widget.refresh()
+    await pilot.pause(0.1)
+    assert pilot.app.export_screenshot() == painted
+
+
+@pytest.mark.parametrize("stall_after", [40, 333])
+async def test_screen_is_exact_while_a_long_reply_streams_scrolls_and_is_cancelled(
+        provider_server: ProviderServer, stall_after: int) -> None:
+    text = long_reply(4_000, seed=3)
+    provider_server.queue(Reply(text=text, chunk_size=3, delay=0.002, stall_after=stall_after))
+    app = make_app(provider_server)
+    async with app.run_test(size=(90, 30)) as pilot:
+        await send(pilot, "long")
+        expected = text[:3 * stall_after]
+        await wait_until(pilot, lambda: bool(replies(app)) and replies(app)[0].text == expected)
+        await _painted_matches_a_full_repaint(pilot)
+        await pilot.press("escape")
+        await finish(pilot)
+        assert replies(app)[0].status is Status.CANCELLED
+        await _painted_matches_a_full_repaint(pilot)
+
+
+async def test_screen_is_exact_after_a_long_reply_finishes(
+        provider_server: ProviderServer) -> None:
+    text = long_reply(4_000, seed=5)
+    provider_server.queue(Reply(text=text, chunk_size=2, delay=0.001))
+    app = make_app(provider_server)
+    async with app.run_test(size=(70, 24)) as pilot:
+        await send(pilot, "long")
+        await finish(pilot)
+        assert replies(app)[0].text == text
+        await _painted_matches_a_full_repaint(pilot)
 
 
 @pytest.mark.parametrize(

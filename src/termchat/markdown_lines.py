@@ -39,12 +39,12 @@ class _Markdown(Markdown):
     _parser = markdown_parser()
     _template: dict[str, object] = {}
 
-    def __init__(self, markup: str) -> None:
+    def __init__(self, markup: str, parsed: list[Token] | None = None) -> None:
         if not _Markdown._template:
             _Markdown._template = dict(Markdown("", code_theme=CODE_THEME).__dict__)
         self.__dict__.update(_Markdown._template)
         self.markup = markup
-        self.parsed = self._parser.parse(markup)
+        self.parsed = self._parser.parse(markup) if parsed is None else parsed
 
 
 class MarkdownLines:
@@ -61,6 +61,8 @@ class MarkdownLines:
         self._settled_end = 0
         self._settled: list[Line] = []
         self._settled_blank_after = False
+        # The settled lines end with items of a list that may go on.
+        self._mid_list = False
         self._tail: list[Line] = []
         self._tail_end = -1
 
@@ -89,6 +91,7 @@ class MarkdownLines:
             self._settled_end = 0
             self._settled = []
             self._settled_blank_after = False
+            self._mid_list = False
             self._tail_end = -1
             self._dirty = True
         if self._dirty:
@@ -113,38 +116,104 @@ class MarkdownLines:
         text = self.text
         pending = text[self._settled_end:]
         tokens = self._parser.parse(pending)
-        blocks = [t for t in tokens if t.level == 0 and t.nesting >= 0 and t.map]
-        if len(blocks) > 1 and "\n" not in pending[_offset_of_line(pending, _start(blocks[-1])):]:
+        blocks = [i for i, t in enumerate(tokens) if t.level == 0 and t.nesting >= 0 and t.map]
+        if (len(blocks) > 1
+                and "\n" not in pending[_offset_of_line(pending, _start(tokens[blocks[-1]])):]
+                and not _cannot_join_the_block_before(
+                    pending, tokens[blocks[-2]], tokens[blocks[-1]])):
             # The last block's first line is unfinished and may yet join the block before it
             # ("2" becoming "2. item" of a loose ordered list): that block is not settled.
             blocks.pop()
+        head = blocks[-1] if blocks else None
+        line = 0
         if len(blocks) > 1:
-            boundary = _offset_of_line(pending, _start(blocks[-1]))
-            self._settle(pending[:boundary], blank_after=blocks[-2].type != "hr")
+            line = _start(tokens[head])
+            boundary = _offset_of_line(pending, line)
+            self._settle(pending[:boundary], blank_after=tokens[blocks[-2]].type != "hr")
             self._settled_end += boundary
             pending = pending[boundary:]
+        if head is not None and tokens[head].type == "bullet_list_open":
+            # The items of a bullet list render one by one: they settle like blocks, so a long
+            # list is not re-rendered whole with every chunk of its last item.
+            items = _settled_items(pending, tokens, head, line)
+            if items:
+                self._settle(pending[:items], blank_after=False, items=True)
+                self._settled_end += items
+                pending = pending[items:]
+                line = -1
         if self._tail_end != len(text):
-            self._tail = _trim_end(self._render(pending)) if pending.strip() else []
+            parsed = tokens if line == 0 else None
+            self._tail = _trim_end(self._render(pending, parsed)) if pending.strip() else []
             self._tail_end = len(text)
 
-    def _settle(self, source: str, blank_after: bool) -> None:
-        # Settled lines keep their trailing blank lines: in the whole document they are there.
+    def _settle(self, source: str, blank_after: bool, items: bool = False) -> None:
+        # Settled blocks keep their trailing blank lines: in the whole document they are
+        # there. Between the `items` of a list that goes on there are none.
         lines = self._render(source)
+        if items:
+            lines = _trim_end(lines)
         if self._needs_gap(lines):
             self._settled.append([Segment(" " * self._width)])
         self._settled.extend(lines)
         self._settled_blank_after = blank_after
+        self._mid_list = items
 
-    def _render(self, source: str) -> list[Line]:
+    def _render(self, source: str, parsed: list[Token] | None = None) -> list[Line]:
+        """`source` rendered as Rich renders it alone (`parsed`: its tokens, if at hand),
+        as it shows after the settled lines."""
         assert self.console is not None, "MarkdownLines.console is not set"
         options = self.console.options.update_width(self._width)
-        return self.console.render_lines(_Markdown(source), options, pad=True,
-                                         new_lines=False)
+        lines = self.console.render_lines(_Markdown(source, parsed), options, pad=True,
+                                          new_lines=False)
+        if self._mid_list and lines and _is_blank(lines[0]):
+            # Rich starts a list with a blank line; the rest of a list that began in the
+            # settled lines goes on right after them.
+            del lines[0]
+        return lines
 
 
 def _start(token: Token) -> int:
     assert token.map is not None
     return token.map[0]
+
+
+def _cannot_join_the_block_before(text: str, previous: Token, block: Token) -> bool:
+    """Whether `block` stays apart from `previous` whatever follows on its unfinished first
+    line. A long paragraph is a single source line: without this the block before it would be
+    re-rendered with every chunk of the paragraph."""
+    if previous.type in ("fence", "heading_open", "hr"):
+        return True  # Closed, and nothing continues them.
+    line = _start(block)
+    if line == 0:
+        return False
+    start = _offset_of_line(text, line - 1)
+    end = text.index("\n", start)
+    if text[start:end].strip():
+        return False  # No blank line between: it may yet be a lazy continuation.
+    if previous.type not in ("bullet_list_open", "ordered_list_open", "code_block"):
+        return True  # A blank line ended the paragraph, quote, table or HTML before it.
+    # A list goes on with an indented line or a new item; an indented code block with an
+    # indented line. Neither starts with any of these.
+    first = text[end + 1:end + 2]
+    return first.isalpha() or first in "#>`|!["
+
+
+def _settled_items(text: str, tokens: list[Token], head: int, line: int) -> int:
+    """How much of `text` (which starts at source line `line` of `tokens`, with the bullet
+    list at `tokens[head]`) is whole items of that list no later text can change: those
+    before the last item whose first line is complete."""
+    starts = []
+    for token in tokens[head + 1:]:
+        if token.level == 0:
+            break
+        if token.type == "list_item_open" and token.level == 1:
+            starts.append(_start(token) - line)
+    if len(starts) < 2:
+        return 0
+    last = _offset_of_line(text, starts[-1])
+    if "\n" in text[last:]:
+        return last
+    return _offset_of_line(text, starts[-2]) if len(starts) > 2 else 0
 
 
 def _offset_of_line(text: str, line: int) -> int:

@@ -61,6 +61,9 @@ class AssistantMessage(Widget):
 
         self._renderer = BlockRenderer(text)
         self._reasoning: list[str] = []
+        self._reasoning_lines: list[Strip] = []
+        self._reasoning_changed = False
+        self._stable_before = 0
         self.streaming = streaming
         self.status = status
         self._cursor_blink = cursor_blink
@@ -68,10 +71,16 @@ class AssistantMessage(Widget):
         self._lines: list[Strip] = []
         self._width = -1
         self._stale = True
+        # The first content line changed since the last repaint request (None: nothing).
+        self._repaint_from: int | None = None
+        self._keep_rendered = False
         self._flush_pending = False
         self._last_flush = 0.0
         self._reasoning_height = 0
         self._cursor_y = 0
+        self._painted_height = 0
+        self._laid_out_height = 0
+        self._reported_height = 0
         self._style: Style | None = None
 
     @property
@@ -93,6 +102,7 @@ class AssistantMessage(Widget):
 
     def append_reasoning(self, fragment: str) -> None:
         self._reasoning.append(fragment)
+        self._reasoning_changed = True
         self._changed()
 
     def finish(self, status: Status) -> None:
@@ -119,25 +129,47 @@ class AssistantMessage(Widget):
     def _flush(self) -> None:
         self._flush_pending = False
         self._last_flush = time.monotonic()
-        if not self._stale:
-            return
         if self._width < 0:
             self.refresh(layout=True)
             return
-        # Lines above the settled blocks' end cannot have changed: repaint only the rest, and
-        # lay the screen out again only if the height changed.
-        stable = self._stable_lines()
-        before = len(self._lines)
-        self._rebuild(self._width)
-        after = len(self._lines)
-        self.refresh(Region(0, stable, self._width, max(before, after) - stable + 1),
-                     layout=after != before)
-        if after > before and isinstance(self.parent, ConversationView):
-            self.parent.content_grew(after - before)
+        if self._stale:
+            self._rebuild(self._width)
+        if self._repaint_from is None:
+            return
+        # Lines above the first changed one are repainted from Textual's cache, and the
+        # screen is laid out again only if the height changed.
+        height = len(self._lines)
+        not_laid_out = height - self._laid_out_height
+        self._request_repaint(layout=not_laid_out != 0)
+        if height > self._reported_height and isinstance(self.parent, ConversationView):
+            self.parent.content_grew(max(not_laid_out, 0))
+        self._reported_height = height
+
+    def _request_repaint(self, layout: bool = False) -> None:
+        start = self._repaint_from or 0
+        self._repaint_from = None
+        # Down to one line past the end: the bottom padding moves when the height changes.
+        end = max(len(self._lines), self._painted_height) + 1
+        self._painted_height = len(self._lines)
+        self.refresh(Region(0, start, self._width, end - start), layout=layout)
+
+    def _size_updated(self, size: Size, virtual_size: Size, container_size: Size,
+                      layout: bool = True) -> bool:
+        # A reply that grew or shrank at the same width keeps its other rendered lines:
+        # Textual would repaint every line of it (see `_set_dirty`).
+        self._keep_rendered = size.width == self.outer_size.width
+        try:
+            return super()._size_updated(size, virtual_size, container_size, layout)
+        finally:
+            self._keep_rendered = False
+
+    def _set_dirty(self, *regions: Region) -> None:
+        # Every change of content marks its own lines (`_request_repaint`).
+        if regions or not self._keep_rendered:
+            super()._set_dirty(*regions)
 
     def _stable_lines(self) -> int:
-        if self._reasoning and self.streaming and not self._renderer.text:
-            return 0
+        """How many leading lines later text cannot change."""
         return self._reasoning_height + self._renderer.stable_lines
 
     def _toggle_cursor(self) -> None:
@@ -148,11 +180,17 @@ class AssistantMessage(Widget):
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         if width != self._width or self._stale:
             self._rebuild(width)
-        return len(self._lines)
+        if self._repaint_from is not None:
+            # Laid out before `_flush` came: the lines that changed go out in this frame.
+            self._request_repaint()
+        self._laid_out_height = len(self._lines)
+        return self._laid_out_height
 
     def render_line(self, y: int) -> Strip:
+        # New text is rendered by `_flush` or the layout, never halfway through painting, so
+        # a frame never mixes new lines with cached old ones.
         width = self.size.width
-        if width != self._width or self._stale:
+        if width != self._width:
             self._rebuild(width)
         if self._style is None:
             self._style = self.rich_style
@@ -164,20 +202,25 @@ class AssistantMessage(Widget):
         return line.apply_style(self._style)
 
     def _rebuild(self, width: int) -> None:
+        previous = self._lines if width == self._width else []
         self._width = width
         self._stale = False
-        lines: list[Strip] = []
-        if self._reasoning:
+        start = self._stable_before
+        if self._reasoning and (not previous or self._reasoning_changed):
+            start = 0
             reasoning = Text("".join(self._reasoning), style="italic #8a8a8a")
             console = self.app.console
             rendered = console.render_lines(reasoning, console.options.update_width(width))
-            lines.extend(Strip(line, width) for line in rendered)
-            lines.append(Strip.blank(width))
+            self._reasoning_lines = [*(Strip(line, width) for line in rendered),
+                                     Strip.blank(width)]
+        self._reasoning_changed = False
+        lines = list(self._reasoning_lines)
         self._reasoning_height = len(lines)
         body = self._renderer.lines(width)
         lines.extend(body)
         if not body and self.streaming:
             lines.append(Strip.blank(width))
+        old_cursor_y = self._cursor_y
         self._cursor_y = _last_text_line(lines)
         mark = _MARKS.get(self.status) if not self.streaming else None
         if mark is not None:
@@ -186,6 +229,23 @@ class AssistantMessage(Widget):
             lines.append(Strip([Segment(text[:width], Style.parse(style))]).extend_cell_length(
                 width))
         self._lines = lines
+        # Settled lines are the same Strip objects from one rebuild to the next.
+        changed = _first_difference(previous, lines, start)
+        self._stable_before = self._stable_lines()
+        if previous:
+            changed = min(changed, old_cursor_y)
+        self._repaint_from = changed if self._repaint_from is None else min(
+            self._repaint_from, changed)
+
+
+def _first_difference(old: list[Strip], new: list[Strip], start: int) -> int:
+    """The index of the first line of `new` that is not the very same strip as in `old`,
+    looking from `start` on (lines before it are known to be the same objects)."""
+    start = min(start, len(old), len(new))
+    for y in range(start, min(len(old), len(new))):
+        if old[y] is not new[y]:
+            return y
+    return min(len(old), len(new))
 
 
 def _last_text_line(lines: list[Strip]) -> int:
