@@ -9,18 +9,21 @@ from rich.console import Console
 from rich.markdown import Markdown
 from textual import events
 
-from termchat.config import load_config
+from termchat.config import Config, load_config
 from termchat.devserver import ProviderServer, Reply
 from termchat.sample import long_reply
+from termchat.tui.app import TermchatApp
 from termchat.tui.conversation import ConversationView
 from termchat.tui.messages import CURSOR, ErrorLine, UserMessage
 from termchat.tui.prompt import PromptInput
-from termchat.turn import Status
+from termchat.turn import Conversation, Exchange, Status
+from termchat.turn import Reply as Reply_
 from tests.tui_helpers import (
     SECRET,
     disconnect_seen,
     finish,
     make_app,
+    model_for,
     replies,
     screen_lines,
     send,
@@ -352,6 +355,39 @@ async def test_view_follows_the_stream_until_the_user_scrolls_up_and_resumes_at_
         await pilot.press("escape")
         await finish(pilot)
         assert view.scroll_y == view.max_scroll_y, "following did not resume"
+
+
+async def test_a_long_conversation_hides_far_messages_without_a_visible_change(
+        provider_server: ProviderServer) -> None:
+    earlier = [Exchange(f"question {i}", Reply_(initial_text=long_reply(600, seed=i),
+                                                status=Status.COMPLETE)) for i in range(30)]
+    conversation = Conversation(model_for(provider_server), exchanges=earlier)
+    app = TermchatApp(Config(path=Path("/nonexistent/config.toml")), conversation.model,
+                      conversation=conversation, cursor_blink=False, show_timings=False)
+    provider_server.queue(Reply(text=long_reply(1_500, seed=99), chunk_size=20, delay=0.002))
+    async with app.run_test(size=(80, 24)) as pilot:
+        view = app.chat.query_one(ConversationView)
+        await pilot.pause(0.1)
+        end = view.max_scroll_y
+        await send(pilot, "one more")
+        await finish(pilot)
+        assert view.collapsed >= 50, "far messages still laid out with every frame"
+        assert view.max_scroll_y > end
+        await _painted_matches_a_full_repaint(pilot)
+        hidden = app.export_screenshot(), view.max_scroll_y, view.scroll_y
+        view.expand()
+        await pilot.pause(0.1)
+        assert (app.export_screenshot(), view.max_scroll_y, view.scroll_y) == hidden, \
+            "the stand-in is not as tall as what it hid"
+
+        await send(pilot, "and another")  # hides them again
+        await finish(pilot)
+        assert view.collapsed >= 50
+        view.scroll_home(animate=False)
+        await pilot.pause(0.1)
+        assert view.collapsed == 0
+        assert "question 0" in app.export_screenshot().replace("&#160;", " ")
+        await _painted_matches_a_full_repaint(pilot)
 
 
 async def test_switch_model_from_the_command_palette(

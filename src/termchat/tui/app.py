@@ -134,6 +134,7 @@ class ChatScreen(Screen):
     @work(exclusive=True, group="reply", exit_on_error=False)
     async def _send(self, prompt: str) -> None:
         view = self.query_one(ConversationView)
+        await view.collapse_above()
         view.following = True
         await view.mount(UserMessage(prompt))
         try:

@@ -134,13 +134,13 @@ class AssistantMessage(Widget):
             return
         if self._stale:
             self._rebuild(self._width)
-        if self._repaint_from is None:
-            return
-        # Lines above the first changed one are repainted from Textual's cache, and the
-        # screen is laid out again only if the height changed.
         height = len(self._lines)
         not_laid_out = height - self._laid_out_height
-        self._request_repaint(layout=not_laid_out != 0)
+        if self._repaint_from is not None:
+            # Lines above the first changed one are repainted from Textual's cache, and the
+            # screen is laid out again only if the height changed.
+            self._request_repaint(layout=not_laid_out != 0)
+        # Told even when a layout got here first, so the view follows every new line.
         if height > self._reported_height and isinstance(self.parent, ConversationView):
             self.parent.content_grew(max(not_laid_out, 0))
         self._reported_height = height
