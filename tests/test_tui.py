@@ -12,9 +12,10 @@ from textual import events
 from termchat.config import Config, load_config
 from termchat.devserver import ProviderServer, Reply
 from termchat.sample import long_reply
+from termchat.tui import messages
 from termchat.tui.app import TermchatApp
 from termchat.tui.conversation import ConversationView
-from termchat.tui.messages import CURSOR, ErrorLine, UserMessage
+from termchat.tui.messages import CURSOR, AssistantMessage, ErrorLine, UserMessage
 from termchat.tui.prompt import PromptInput
 from termchat.turn import Conversation, Exchange, Status
 from termchat.turn import Reply as Reply_
@@ -388,6 +389,25 @@ async def test_a_long_conversation_hides_far_messages_without_a_visible_change(
         assert view.collapsed == 0
         assert "question 0" in app.export_screenshot().replace("&#160;", " ")
         await _painted_matches_a_full_repaint(pilot)
+
+
+async def test_text_due_within_a_nanosecond_is_still_rendered(
+        provider_server: ProviderServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flush due in a nanosecond must not go to a Textual timer, which drops a
+    one-shot timer whose moment has passed when it starts: the reply froze on screen."""
+    app = make_app(provider_server)
+    async with app.run_test(size=(80, 20)) as pilot:
+        widget = AssistantMessage(streaming=True, cursor_blink=False)
+        await app.chat.query_one(ConversationView).mount(widget)
+        await pilot.pause(0.05)
+        now = 1000.0
+        monkeypatch.setattr(messages.time, "perf_counter", lambda: now)
+        widget._last_flush = now - messages.FRAME_SECONDS + 1e-9
+        widget._flush_cost = messages.FRAME_SECONDS * messages.RENDER_SHARE
+        widget.append("due in a nanosecond")
+        await wait_until(pilot, lambda: not widget._flush_pending, timeout=1)
+        await pilot.pause(0.05)
+        assert "due in a nanosecond" in app.export_screenshot().replace("&#160;", " ")
 
 
 async def test_switch_model_from_the_command_palette(

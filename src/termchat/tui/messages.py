@@ -17,7 +17,12 @@ from termchat.tui.conversation import ConversationView
 from termchat.turn import Status
 
 CURSOR = "▋"
+# New text is rendered as soon as it arrives while that is cheap; when it is dear (a long
+# code block or table at the end), at most once per FRAME_SECONDS and within RENDER_SHARE
+# of the time, so frames and keys always get their turn.
 FRAME_SECONDS = 1 / 120
+RENDER_SHARE = 0.25
+MIN_TIMER_SECONDS = 0.001
 _CURSOR_STYLE = Style(color="#d0d0d0")
 _MARKS = {
     Status.CANCELLED: ("■ cancelled — partial reply kept", "bold #e0a030"),
@@ -76,6 +81,7 @@ class AssistantMessage(Widget):
         self._keep_rendered = False
         self._flush_pending = False
         self._last_flush = 0.0
+        self._flush_cost = FRAME_SECONDS * RENDER_SHARE
         self._reasoning_height = 0
         self._cursor_y = 0
         self._painted_height = 0
@@ -118,17 +124,24 @@ class AssistantMessage(Widget):
         if self._flush_pending:
             return
         self._flush_pending = True
-        # Render at most once per frame however many chunks arrive in between, and as soon as
-        # the frame allows.
-        delay = self._last_flush + FRAME_SECONDS - time.monotonic()
-        if delay > 0:
+        gap = min(FRAME_SECONDS, self._flush_cost / RENDER_SHARE)
+        delay = self._last_flush + gap - time.perf_counter()
+        if delay > MIN_TIMER_SECONDS:
             self.set_timer(delay, self._flush)
         else:
+            # Textual drops a one-shot timer whose delay passes before it first looks at the
+            # clock (Timer._run skips missed ticks): a flush lost that way froze the reply.
             self.call_later(self._flush)
 
     def _flush(self) -> None:
         self._flush_pending = False
-        self._last_flush = time.monotonic()
+        began = time.perf_counter()
+        self._render_new_text()
+        self._last_flush = time.perf_counter()
+        # A moving average: one dear flush does not slow the next ten.
+        self._flush_cost += (self._last_flush - began - self._flush_cost) / 4
+
+    def _render_new_text(self) -> None:
         if self._width < 0:
             self.refresh(layout=True)
             return
