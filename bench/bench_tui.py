@@ -264,13 +264,25 @@ TERMCHAT = Path(sys.executable).with_name("termchat")
 SDKS = ("openai", "anthropic")
 
 
-def _run_in_pty(env: dict[str, str], marker: bytes, limit: float = 10.0) -> tuple[float, bytes]:
-    """Start the installed `termchat` on a pseudo-terminal; seconds until `marker` (a text of
-    the first frame) was written, and what was written until then."""
+EMPTY_APP = (
+    "from textual.app import App\n"
+    "from textual.widgets import Static\n"
+    "class Empty(App):\n"
+    "    def compose(self):\n"
+    "        yield Static('an empty Textual app')\n"
+    "Empty().run()\n"
+)
+
+
+def _run_in_pty(env: dict[str, str], marker: bytes, argv: list[str] | None = None,
+                limit: float = 10.0) -> tuple[float, bytes]:
+    """Start `argv` (the installed `termchat`) on a pseudo-terminal; seconds until `marker` (a
+    text of the first frame) was written, and what was written until then."""
+    argv = argv or [str(TERMCHAT)]
     began = time.perf_counter()
     pid, fd = pty.fork()
     if pid == 0:  # the child: the pty is its terminal
-        os.execve(str(TERMCHAT), [str(TERMCHAT)], env)
+        os.execve(argv[0], argv, env)
     output = b""
     try:
         while time.perf_counter() - began < limit:
@@ -288,11 +300,13 @@ def _run_in_pty(env: dict[str, str], marker: bytes, limit: float = 10.0) -> tupl
         os.close(fd)
 
 
-def first_paint(runs: int) -> tuple[list[float], set[str]]:
+def first_paint(runs: int) -> tuple[list[float], list[float], set[str]]:
     """The installed `termchat`, started on a terminal (a pty, 100x30) with an empty config
-    and data dir: seconds from process start to its first frame. Then one more run with
-    -X importtime to list the provider SDKs imported before that frame."""
+    and data dir: seconds from process start to its first frame, alternating with an empty
+    Textual app (the floor: Python and Textual alone). Then one more run with -X importtime
+    to list the provider SDKs imported before termchat's first frame."""
     times: list[float] = []
+    floor: list[float] = []
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "XDG_CONFIG_HOME": f"{home}/config", "XDG_DATA_HOME":
                f"{home}/data", "OPENAI_API_KEY": "unused", "TERM": "xterm-256color",
@@ -302,10 +316,12 @@ def first_paint(runs: int) -> tuple[list[float], set[str]]:
         marker = DEFAULT_MODELS["openai"].encode()  # in the status bar
         for _ in range(runs):
             times.append(_run_in_pty(env, marker)[0])
+            floor.append(_run_in_pty(env, b"empty Textual app",
+                                     [sys.executable, "-c", EMPTY_APP])[0])
         _, output = _run_in_pty({**env, "PYTHONPROFILEIMPORTTIME": "1"}, marker)
     imported = {line.rsplit(b"|", 1)[-1].strip().decode() for line in output.splitlines()
                 if line.startswith(b"import time:")}
-    return times, {sdk for sdk in SDKS if sdk in imported}
+    return times, floor, {sdk for sdk in SDKS if sdk in imported}
 
 
 COLUMNS = ["run", "chunks/s", "p50 ms", "p95 ms", "first10% p95", "last10% p95", "last/first",
@@ -360,12 +376,15 @@ def main() -> None:
     print_table(rows)
 
     runs = 3 if args.quick else 10
-    times, sdks = first_paint(runs)
+    times, floor, sdks = first_paint(runs)
     print(f"\nfirst frame of the installed termchat on a pty: median "
           f"{statistics.median(times) * 1e3:.0f} ms, max {max(times) * 1e3:.0f} ms over {runs} "
-          f"runs (target <= 500 ms); SDKs imported by then: {', '.join(sorted(sdks)) or 'none'}")
+          f"runs (target <= 500 ms); an empty Textual app, alternating with it: median "
+          f"{statistics.median(floor) * 1e3:.0f} ms, max {max(floor) * 1e3:.0f} ms; "
+          f"SDKs imported by then: {', '.join(sorted(sdks)) or 'none'}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "first_paint_s": times}, indent=1))
+        Path(args.json).write_text(json.dumps(
+            {"rows": rows, "first_paint_s": times, "empty_app_first_paint_s": floor}, indent=1))
 
 
 if __name__ == "__main__":
