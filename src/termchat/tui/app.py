@@ -193,7 +193,8 @@ class ChatScreen(Screen):
 
     def _finished(self, widget: AssistantMessage, exchange: Exchange) -> None:
         widget.finish(exchange.reply.status)
-        _keep_out_of_gc()
+        # After the final frame has gone out, not before it.
+        self.set_timer(0.1, _keep_out_of_gc)
         self.query_one(ConversationView).content_grew()
         self._update_status()
         self.call_after_refresh(self.refresh_bindings)
