@@ -390,6 +390,20 @@ async def test_a_long_conversation_hides_far_messages_without_a_visible_change(
         assert "question 0" in app.export_screenshot().replace("&#160;", " ")
         await _painted_matches_a_full_repaint(pilot)
 
+        view.scroll_end(animate=False)
+        await pilot.pause(0.1)
+        await send(pilot, "hide them once more")
+        await finish(pilot)
+        assert view.collapsed >= 50
+        await pilot.press("ctrl+n")  # the hidden messages go with the conversation
+        await pilot.pause(0.1)
+        assert view.collapsed == 0
+        view.scroll_home(animate=False)
+        await send(pilot, "a new chat")
+        await finish(pilot)
+        assert len(replies(app)) == 1
+        await _painted_matches_a_full_repaint(pilot)
+
 
 async def test_text_due_within_a_nanosecond_is_still_rendered(
         provider_server: ProviderServer, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -46,6 +46,9 @@ class ConversationView(VerticalScroll):
     @property
     def collapsed(self) -> int:
         """How many messages are hidden behind the stand-in."""
+        if self._stand_in is not None and self._stand_in.parent is not self:
+            # The messages were removed (a new or another conversation): nothing is hidden.
+            self._stand_in, self._hidden = None, []
         return len(self._hidden)
 
     async def collapse_above(self) -> None:
@@ -60,11 +63,10 @@ class ConversationView(VerticalScroll):
             hiding.append(child)
         if not hiding:
             return
+        if not self.collapsed and (self._stand_in is None or self._stand_in.parent is not self):
+            self._stand_in = StandIn()
+            await self.mount(self._stand_in, before=0)
         stand_in = self._stand_in
-        if stand_in is None or stand_in.parent is not self:
-            stand_in = self._stand_in = StandIn()
-            self._hidden = []
-            await self.mount(stand_in, before=0)
         # Stream layout stacks messages with no gaps: their heights add up to the same end.
         stand_in.rows += sum(child.outer_size.height for child in hiding)
         stand_in.display = True
@@ -75,7 +77,7 @@ class ConversationView(VerticalScroll):
 
     def expand(self) -> None:
         """Show every hidden message again, where it was."""
-        if not self._hidden or self._stand_in is None:
+        if not self.collapsed or self._stand_in is None:
             return
         for child in self._hidden:
             if child.parent is self:
@@ -85,7 +87,7 @@ class ConversationView(VerticalScroll):
         self._stand_in.display = False
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
-        if self._hidden and self._stand_in is not None and (
+        if self.collapsed and self._stand_in is not None and (
                 new_value < self._stand_in.rows + self.size.height):
             self.expand()  # within a screen of the hidden messages
         super().watch_scroll_y(old_value, new_value)
