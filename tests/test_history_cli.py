@@ -21,7 +21,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,15 @@ from termchat.errors import RateLimitedError
 from termchat.events import Finish, Usage
 from termchat.history import ConversationRecord, HistoryStore
 from termchat.turn import Conversation, Reply, Status
-from tests.test_oneshot import BASE_CONFIG, TERMCHAT, environment, lines_of, spawn, termchat
+from tests.test_oneshot import (
+    BASE_CONFIG,
+    TERMCHAT,
+    environment,
+    lines_of,
+    run_concurrently,
+    spawn,
+    termchat,
+)
 from tests.test_oneshot_tmux import Tmux, tmux  # noqa: F401 - the fixture
 
 SECRET = "sk-hist-SECRET-4242424242"
@@ -216,12 +223,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Resu
             done = termchat(case.args, env)
         return Result(done, [request.body for request in server.requests], db_of(tmp))
 
-    try:
-        with ThreadPoolExecutor(max_workers=(os.cpu_count() or 2) + 2) as pool:
-            yield dict(zip(CASES, pool.map(run, CASES), strict=True))
-    finally:
-        for server in servers:
-            server.stop()
+    with run_concurrently(CASES, run, servers) as results:
+        yield results
 
 
 # --- every exchange is stored -------------------------------------------------------------

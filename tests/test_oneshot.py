@@ -19,10 +19,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -186,6 +188,22 @@ CASES: dict[str, Case] = {
 }
 
 
+R = TypeVar("R")
+
+
+@contextmanager
+def run_concurrently(names: Iterable[str], run: Callable[[str], R],
+                     servers: list[ProviderServer]) -> Iterator[dict[str, R]]:
+    """`run` for every name at once, in threads (each runs termchat as a subprocess); the
+    `servers` the runs started are stopped once the results are no longer needed."""
+    try:
+        with ThreadPoolExecutor(max_workers=(os.cpu_count() or 2) + 2) as pool:
+            yield dict(zip(names, pool.map(run, names), strict=True))
+    finally:
+        for server in servers:
+            server.stop()
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Result]]:
     """Every case in `CASES`, each against its own server, run concurrently."""
@@ -208,12 +226,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Resu
         done = termchat(case.args, env, case.stdin, case.python_flags)
         return Result(done, srv.requests if srv is not None else [])
 
-    try:
-        with ThreadPoolExecutor(max_workers=(os.cpu_count() or 2) + 2) as pool:
-            yield dict(zip(CASES, pool.map(run, CASES), strict=True))
-    finally:
-        for srv in servers:
-            srv.stop()
+    with run_concurrently(CASES, run, servers) as results:
+        yield results
 
 
 # --- piped output -------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from tests.tui_helpers import (
     make_app,
     model_for,
     replies,
+    reply_started,
     screen_lines,
     send,
     status_text,
@@ -211,7 +212,7 @@ async def test_escape_in_the_command_palette_closes_it_and_leaves_the_reply_stre
     app = make_app(provider_server)
     async with app.run_test(size=(100, 30)) as pilot:
         await send(pilot, "go")
-        await wait_until(pilot, lambda: bool(replies(app)) and bool(replies(app)[0].text))
+        await wait_until(pilot, lambda: reply_started(app))
         await pilot.press("ctrl+p")
         await wait_until(pilot, lambda: app.screen is not app.chat)
         await pilot.press("escape")
@@ -314,7 +315,7 @@ async def test_input_stays_editable_while_a_reply_streams(
     app = make_app(provider_server)
     async with app.run_test(size=(100, 30)) as pilot:
         await send(pilot, "go")
-        await wait_until(pilot, lambda: bool(replies(app)) and bool(replies(app)[0].text))
+        await wait_until(pilot, lambda: reply_started(app))
         await pilot.press("n", "e", "x", "t")
         assert app.chat.streaming
         assert app.chat.query_one(PromptInput).text == "next"

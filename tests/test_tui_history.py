@@ -19,7 +19,7 @@ from termchat.tui.app import TermchatApp
 from termchat.tui.history_screen import HistoryScreen
 from termchat.tui.messages import UserMessage
 from termchat.turn import Reply, Status
-from tests.tui_helpers import finish, model_for, replies, send, wait_until
+from tests.tui_helpers import finish, model_for, replies, reply_started, send, wait_until
 
 GPT = ModelConfig(name="gpt", provider="openai", model="gpt-4.1-mini")
 # 2024-05-01 09:00 UTC, and a day in seconds: fixed dates for lists and snapshots.
@@ -381,7 +381,7 @@ async def test_escape_closes_history_and_leaves_the_reply_streaming(
     app = make_app(store, model_for(provider_server))
     async with app.run_test(size=(100, 30)) as pilot:
         await send(pilot, "go")
-        await wait_until(pilot, lambda: bool(replies(app)) and bool(replies(app)[0].text))
+        await wait_until(pilot, lambda: reply_started(app))
         await pilot.press("ctrl+r")
         await wait_until(pilot, lambda: isinstance(app.screen, HistoryScreen))
         await pilot.pause(0.2)
@@ -401,7 +401,7 @@ async def test_opening_another_chat_while_a_reply_streams_is_refused(
     shown = notifications(app)
     async with app.run_test(size=(100, 30)) as pilot:
         await send(pilot, "go")
-        await wait_until(pilot, lambda: bool(replies(app)) and bool(replies(app)[0].text))
+        await wait_until(pilot, lambda: reply_started(app))
         await open_history(pilot)
         await pilot.press("down", "down", "enter")
         await wait_until(pilot, lambda: bool(shown))

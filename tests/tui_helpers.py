@@ -56,6 +56,11 @@ def replies(app: TermchatApp) -> list[AssistantMessage]:
     return list(app.chat.query(AssistantMessage))
 
 
+def reply_started(app: TermchatApp) -> bool:
+    """The first reply has some text on screen."""
+    return bool(replies(app)) and bool(replies(app)[0].text)
+
+
 def screen_lines(widget: AssistantMessage) -> list[str]:
     return [widget.render_line(y).text for y in range(widget.get_content_height(
         widget.size, widget.size, widget.size.width))]

@@ -125,13 +125,14 @@ class MarkdownLines:
             # ("2" becoming "2. item" of a loose ordered list): that block is not settled.
             blocks.pop()
         head = blocks[-1] if blocks else None
-        line = 0
+        line = 0  # `pending` starts at this line of the text `tokens` were parsed from
         if len(blocks) > 1:
             line = _start(tokens[head])
             boundary = _offset_of_line(pending, line)
             self._settle(pending[:boundary], blank_after=tokens[blocks[-2]].type != "hr")
             self._settled_end += boundary
             pending = pending[boundary:]
+        reparse = line != 0
         if head is not None and tokens[head].type == "bullet_list_open":
             # The items of a bullet list render one by one: they settle like blocks, so a long
             # list is not re-rendered whole with every chunk of its last item.
@@ -140,9 +141,9 @@ class MarkdownLines:
                 self._settle(pending[:items], blank_after=False, items=True)
                 self._settled_end += items
                 pending = pending[items:]
-                line = -1
+                reparse = True
         if self._tail_end != len(text):
-            parsed = tokens if line == 0 else None
+            parsed = None if reparse else tokens
             self._tail = _trim_end(self._render(pending, parsed)) if pending.strip() else []
             self._tail_end = len(text)
 

@@ -44,12 +44,16 @@ class ConversationView(VerticalScroll):
         self._width = 0
 
     @property
+    def _attached_stand_in(self) -> StandIn | None:
+        """The stand-in, unless it went with the messages when a new or another conversation
+        replaced them."""
+        stand_in = self._stand_in
+        return stand_in if stand_in is not None and stand_in.parent is self else None
+
+    @property
     def collapsed(self) -> int:
         """How many messages are hidden behind the stand-in."""
-        if self._stand_in is not None and self._stand_in.parent is not self:
-            # The messages were removed (a new or another conversation): nothing is hidden.
-            self._stand_in, self._hidden = None, []
-        return len(self._hidden)
+        return len(self._hidden) if self._attached_stand_in is not None else 0
 
     async def collapse_above(self) -> None:
         """Hide the messages that end more than a screen above the view."""
@@ -63,10 +67,11 @@ class ConversationView(VerticalScroll):
             hiding.append(child)
         if not hiding:
             return
-        if not self.collapsed and (self._stand_in is None or self._stand_in.parent is not self):
-            self._stand_in = StandIn()
-            await self.mount(self._stand_in, before=0)
-        stand_in = self._stand_in
+        stand_in = self._attached_stand_in
+        if stand_in is None:
+            stand_in = self._stand_in = StandIn()
+            self._hidden = []
+            await self.mount(stand_in, before=0)
         # Stream layout stacks messages with no gaps: their heights add up to the same end.
         stand_in.rows += sum(child.outer_size.height for child in hiding)
         stand_in.display = True
@@ -77,18 +82,20 @@ class ConversationView(VerticalScroll):
 
     def expand(self) -> None:
         """Show every hidden message again, where it was."""
-        if not self.collapsed or self._stand_in is None:
+        stand_in = self._attached_stand_in
+        if stand_in is None or not self._hidden:
             return
         for child in self._hidden:
             if child.parent is self:
                 child.display = True
         self._hidden = []
-        self._stand_in.rows = 0
-        self._stand_in.display = False
+        stand_in.rows = 0
+        stand_in.display = False
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
-        if self.collapsed and self._stand_in is not None and (
-                new_value < self._stand_in.rows + self.size.height):
+        stand_in = self._attached_stand_in
+        if stand_in is not None and self._hidden and (
+                new_value < stand_in.rows + self.size.height):
             self.expand()  # within a screen of the hidden messages
         super().watch_scroll_y(old_value, new_value)
         if new_value < old_value and new_value < self.max_scroll_y:

@@ -82,7 +82,6 @@ class AssistantMessage(Widget):
         self._flush_pending = False
         self._last_flush = 0.0
         self._flush_cost = FRAME_SECONDS * RENDER_SHARE
-        self._reasoning_height = 0
         self._cursor_y = 0
         self._painted_height = 0
         self._laid_out_height = 0
@@ -183,7 +182,7 @@ class AssistantMessage(Widget):
 
     def _stable_lines(self) -> int:
         """How many leading lines later text cannot change."""
-        return self._reasoning_height + self._renderer.stable_lines
+        return len(self._reasoning_lines) + self._renderer.stable_lines
 
     def _toggle_cursor(self) -> None:
         self._cursor_on = not self._cursor_on
@@ -228,7 +227,6 @@ class AssistantMessage(Widget):
                                      Strip.blank(width)]
         self._reasoning_changed = False
         lines = list(self._reasoning_lines)
-        self._reasoning_height = len(lines)
         body = self._renderer.lines(width)
         lines.extend(body)
         if not body and self.streaming:
