@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from termchat.devserver import ProviderServer, Reply
+from termchat.devserver import ProviderServer, Script
 
 RATIO_TARGET = 1.2
 EXIT_TARGET_MS = 100.0
@@ -129,7 +129,7 @@ def main() -> int:
     rows: list[tuple[str, str, Sample, Sample]] = []
     verdicts: list[str] = []
     with tempfile.TemporaryDirectory() as tmp, \
-            ProviderServer(default=Reply(chunks=pieces)) as server:
+            ProviderServer(default=Script(chunks=pieces)) as server:
         for provider in PROVIDERS:
             script = Path(tmp) / f"bare_{provider}.py"
             script.write_text(BARE_SCRIPTS[provider])

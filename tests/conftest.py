@@ -11,6 +11,6 @@ from termchat.devserver import ProviderServer
 
 @pytest.fixture
 def provider_server() -> Iterator[ProviderServer]:
-    """A started local OpenAI + Anthropic server; script replies with ``.queue(Reply(...))``."""
+    """A started local OpenAI + Anthropic server; script replies with ``.queue(Script(...))``."""
     with ProviderServer() as server:
         yield server

@@ -23,14 +23,14 @@ import pytest
 from openai.types.chat import ChatCompletionChunk
 
 from termchat import devserver
-from termchat.devserver import ProviderServer, Reply
+from termchat.devserver import ProviderServer, Script
 
 MESSAGES: list[Any] = [{"role": "user", "content": "Hello there"}]
 
 
 @pytest.fixture
 def srv(provider_server: ProviderServer) -> ProviderServer:
-    provider_server.default = Reply(text="default reply")
+    provider_server.default = Script(text="default reply")
     return provider_server
 
 
@@ -85,7 +85,7 @@ async def test_openai_stream_arrives_in_the_scripted_chunks_with_usage(
 ) -> None:
     pieces = ["Hel", "lo ", "w", "é", "rld ", "🎉", "!"]
     srv.queue(
-        Reply(
+        Script(
             chunks=pieces,
             input_tokens=11,
             output_tokens=7,
@@ -134,7 +134,7 @@ async def test_openai_stream_arrives_in_the_scripted_chunks_with_usage(
 async def test_openai_usage_modes(
     srv: ProviderServer, usage: Any, include_usage: bool, sent: bool
 ) -> None:
-    srv.queue(Reply(text="hi", usage=usage))
+    srv.queue(Script(text="hi", usage=usage))
     chunks = await oai_chunks(srv, include_usage=include_usage)
     assert contents(chunks) == ["hi"]
     assert (chunks[-1].usage is not None) is sent
@@ -145,7 +145,7 @@ async def test_openai_usage_modes(
 async def test_openai_text_is_cut_on_code_points_and_estimates_usage(
     srv: ProviderServer,
 ) -> None:
-    srv.queue(Reply(text="ééé🎉🎉日本", chunk_size=2))
+    srv.queue(Script(text="ééé🎉🎉日本", chunk_size=2))
     chunks = await oai_chunks(srv)
     assert contents(chunks) == ["éé", "é🎉", "🎉日", "本"]
     usage = chunks[-1].usage
@@ -157,8 +157,8 @@ async def test_openai_text_is_cut_on_code_points_and_estimates_usage(
 @pytest.mark.asyncio
 async def test_openai_finish_reason_and_refusal(srv: ProviderServer) -> None:
     srv.queue(
-        Reply(text="truncat", finish="length"),
-        Reply(refusal="I can't help with that.", chunk_size=8),
+        Script(text="truncat", finish="length"),
+        Script(refusal="I can't help with that.", chunk_size=8),
     )
     chunks = await oai_chunks(srv)
     assert chunks[-2].choices[0].finish_reason == "length"
@@ -174,7 +174,7 @@ async def test_openai_finish_reason_and_refusal(srv: ProviderServer) -> None:
 
 @pytest.mark.asyncio
 async def test_openai_non_streaming(srv: ProviderServer) -> None:
-    srv.queue(Reply(text="plain answer", input_tokens=5, output_tokens=2, finish="length"))
+    srv.queue(Script(text="plain answer", input_tokens=5, output_tokens=2, finish="length"))
     async with oai(srv) as client:
         completion = await client.chat.completions.create(model="gpt-test", messages=MESSAGES)
     assert completion.choices[0].message.content == "plain answer"
@@ -187,7 +187,7 @@ async def test_openai_non_streaming(srv: ProviderServer) -> None:
 
 @pytest.mark.asyncio
 async def test_openai_stream_helper_accumulates(srv: ProviderServer) -> None:
-    srv.queue(Reply(text="accumulated text", chunk_size=3))
+    srv.queue(Script(text="accumulated text", chunk_size=3))
     async with (
         oai(srv) as client,
         client.chat.completions.stream(
@@ -207,7 +207,7 @@ async def test_openai_stream_helper_accumulates(srv: ProviderServer) -> None:
 @pytest.mark.asyncio
 async def test_anthropic_stream_text_thinking_and_usage(srv: ProviderServer) -> None:
     srv.queue(
-        Reply(
+        Script(
             chunks=["Bon", "jour ", "é", "🎉"],
             thinking="Let me think.",
             chunk_size=5,
@@ -249,7 +249,7 @@ async def test_anthropic_stream_text_thinking_and_usage(srv: ProviderServer) -> 
 
 @pytest.mark.asyncio
 async def test_anthropic_raw_event_sequence_and_stop_reason(srv: ProviderServer) -> None:
-    srv.queue(Reply(text="abcdef", chunk_size=3, finish="max_tokens"))
+    srv.queue(Script(text="abcdef", chunk_size=3, finish="max_tokens"))
     async with ant(srv) as client:
         stream = await client.messages.create(
             model="claude-test", max_tokens=10, messages=MESSAGES, stream=True
@@ -274,7 +274,7 @@ async def test_anthropic_raw_event_sequence_and_stop_reason(srv: ProviderServer)
 
 @pytest.mark.asyncio
 async def test_anthropic_non_streaming(srv: ProviderServer) -> None:
-    srv.queue(Reply(text="plain", thinking="hmm", output_tokens=3))
+    srv.queue(Script(text="plain", thinking="hmm", output_tokens=3))
     async with ant(srv) as client:
         message = await client.messages.create(
             model="claude-test", max_tokens=10, messages=MESSAGES
@@ -287,9 +287,9 @@ async def test_anthropic_non_streaming(srv: ProviderServer) -> None:
 
 @pytest.mark.asyncio
 async def test_keepalives_are_ignored_by_both_sdks(srv: ProviderServer) -> None:
-    srv.queue(Reply(text="abcd", chunk_size=1, keepalive=True))
+    srv.queue(Script(text="abcd", chunk_size=1, keepalive=True))
     assert contents(await oai_chunks(srv)) == list("abcd")
-    srv.queue(Reply(text="abcd", chunk_size=1, keepalive=True))
+    srv.queue(Script(text="abcd", chunk_size=1, keepalive=True))
     async with (
         ant(srv) as client,
         client.messages.stream(model="claude-test", max_tokens=10, messages=MESSAGES) as stream,
@@ -303,11 +303,11 @@ async def test_keepalives_are_ignored_by_both_sdks(srv: ProviderServer) -> None:
 @pytest.mark.asyncio
 async def test_openai_error_statuses_map_to_sdk_exceptions(srv: ProviderServer) -> None:
     srv.queue(
-        Reply(status=429, retry_after="7"),
-        Reply(status=404),
-        Reply(status=401),
-        Reply(status=500),
-        Reply(status=400, error_code="context_length_exceeded", error_message="Too long."),
+        Script(status=429, retry_after="7"),
+        Script(status=404),
+        Script(status=401),
+        Script(status=500),
+        Script(status=400, error_code="context_length_exceeded", error_message="Too long."),
     )
     async with oai(srv) as client:
 
@@ -337,11 +337,11 @@ async def test_openai_error_statuses_map_to_sdk_exceptions(srv: ProviderServer) 
 @pytest.mark.asyncio
 async def test_anthropic_error_statuses_map_to_sdk_exceptions(srv: ProviderServer) -> None:
     srv.queue(
-        Reply(status=429, retry_after="3"),
-        Reply(status=529),
-        Reply(status=404, error_message="model: claude-nope"),
-        Reply(status=401),
-        Reply(status=500),
+        Script(status=429, retry_after="3"),
+        Script(status=529),
+        Script(status=404, error_message="model: claude-nope"),
+        Script(status=401),
+        Script(status=500),
     )
     async with ant(srv) as client:
 
@@ -372,7 +372,7 @@ async def test_anthropic_error_statuses_map_to_sdk_exceptions(srv: ProviderServe
 
 @pytest.mark.asyncio
 async def test_mid_stream_error_events_raise(srv: ProviderServer) -> None:
-    srv.queue(Reply(text="abcdef", chunk_size=2, error_after=2))
+    srv.queue(Script(text="abcdef", chunk_size=2, error_after=2))
     got: list[str] = []
     async with oai(srv) as client:
         stream = await client.chat.completions.create(
@@ -387,7 +387,7 @@ async def test_mid_stream_error_events_raise(srv: ProviderServer) -> None:
     assert not isinstance(caught.value, openai.APIStatusError)
     assert caught.value.type == "server_error"
 
-    srv.queue(Reply(text="abcdef", chunk_size=2, error_after=1))
+    srv.queue(Script(text="abcdef", chunk_size=2, error_after=1))
     texts: list[str] = []
     async with ant(srv) as client:
         with pytest.raises(anthropic.APIStatusError) as status:
@@ -404,7 +404,7 @@ async def test_mid_stream_error_events_raise(srv: ProviderServer) -> None:
 
 @pytest.mark.asyncio
 async def test_abrupt_disconnect_is_a_transport_error(srv: ProviderServer) -> None:
-    srv.queue(Reply(text="abcdef", chunk_size=2, disconnect_after=2))
+    srv.queue(Script(text="abcdef", chunk_size=2, disconnect_after=2))
     got: list[str] = []
     async with oai(srv) as client:
         stream = await client.chat.completions.create(
@@ -419,7 +419,7 @@ async def test_abrupt_disconnect_is_a_transport_error(srv: ProviderServer) -> No
     assert got == ["ab", "cd"]
     assert isinstance(caught.value.__cause__, httpx2.TransportError)
 
-    srv.queue(Reply(text="abcdef", chunk_size=2, disconnect_after=1))
+    srv.queue(Script(text="abcdef", chunk_size=2, disconnect_after=1))
     texts: list[str] = []
     async with ant(srv) as client:
         with pytest.raises(httpx2.TransportError):
@@ -439,7 +439,7 @@ async def test_abrupt_disconnect_is_a_transport_error(srv: ProviderServer) -> No
 async def test_stall_trips_the_read_timeout_and_the_server_sees_the_client_go(
     srv: ProviderServer,
 ) -> None:
-    srv.queue(Reply(text="abcdef", chunk_size=2, stall_after=1))
+    srv.queue(Script(text="abcdef", chunk_size=2, stall_after=1))
     async with oai(srv, timeout=0.5) as client:
         stream = await client.chat.completions.create(
             model="gpt-test", messages=MESSAGES, stream=True
@@ -451,7 +451,7 @@ async def test_stall_trips_the_read_timeout_and_the_server_sees_the_client_go(
     rec = await asyncio.to_thread(srv.wait_for_disconnect, 2)
     assert rec.chunks_sent == 1 and not rec.completed
 
-    srv.queue(Reply(text="abcdef", chunk_size=2, stall_after=0))
+    srv.queue(Script(text="abcdef", chunk_size=2, stall_after=0))
     async with ant(srv, timeout=0.5) as client:
         with pytest.raises(httpx2.ReadTimeout):
             async with client.messages.stream(
@@ -464,13 +464,13 @@ async def test_stall_trips_the_read_timeout_and_the_server_sees_the_client_go(
 
 @pytest.mark.asyncio
 async def test_end_without_finish_ends_silently(srv: ProviderServer) -> None:
-    srv.queue(Reply(text="abcdef", chunk_size=2, end_without_finish_after=2))
+    srv.queue(Script(text="abcdef", chunk_size=2, end_without_finish_after=2))
     chunks = await oai_chunks(srv)
     assert contents(chunks) == ["ab", "cd"]
     assert all(c.choices[0].finish_reason is None for c in chunks)
     assert all(c.usage is None for c in chunks)
 
-    srv.queue(Reply(text="abcdef", chunk_size=2, end_without_finish_after=1))
+    srv.queue(Script(text="abcdef", chunk_size=2, end_without_finish_after=1))
     async with ant(srv) as client:
         stream = await client.messages.create(
             model="claude-test", max_tokens=10, messages=MESSAGES, stream=True
@@ -511,7 +511,7 @@ async def test_cancelling_a_stream_is_seen_as_a_disconnect_within_a_second(
         ("/v1/messages", consume_anthropic),
     ):
         got.clear()
-        srv.queue(Reply(text="x" * 500, chunk_size=1, delay=0.01))
+        srv.queue(Script(text="x" * 500, chunk_size=1, delay=0.01))
         task = asyncio.create_task(consume())
         while len(got) < 3:
             await asyncio.sleep(0.01)
@@ -530,7 +530,7 @@ async def test_cancelling_a_stream_is_seen_as_a_disconnect_within_a_second(
 async def test_disconnect_during_a_delay_is_noticed_before_the_next_write(
     srv: ProviderServer,
 ) -> None:
-    srv.queue(Reply(text="abc", chunk_size=1, first_delay=30))
+    srv.queue(Script(text="abc", chunk_size=1, first_delay=30))
     async with oai(srv) as client:
         stream = await client.chat.completions.create(
             model="gpt-test", messages=MESSAGES, stream=True
@@ -548,7 +548,7 @@ async def test_disconnect_during_a_delay_is_noticed_before_the_next_write(
 
 @pytest.mark.asyncio
 async def test_delays_pace_the_stream(srv: ProviderServer) -> None:
-    srv.queue(Reply(text="abc", chunk_size=1, header_delay=0.2, first_delay=0.2, delay=0.1))
+    srv.queue(Script(text="abc", chunk_size=1, header_delay=0.2, first_delay=0.2, delay=0.1))
     arrivals: list[float] = []
     async with oai(srv) as client:
         start = time.monotonic()
@@ -570,7 +570,7 @@ async def test_delays_pace_the_stream(srv: ProviderServer) -> None:
 @pytest.mark.asyncio
 async def test_a_5_mb_body_is_accepted_and_recorded(srv: ProviderServer) -> None:
     big = "y" * (5 * 1024 * 1024)
-    srv.queue(Reply(text="ok", input_tokens=1))
+    srv.queue(Script(text="ok", input_tokens=1))
     async with oai(srv) as client:
         completion = await client.chat.completions.create(
             model="gpt-test", messages=[{"role": "user", "content": big}]
@@ -581,7 +581,7 @@ async def test_a_5_mb_body_is_accepted_and_recorded(srv: ProviderServer) -> None
 
 @pytest.mark.asyncio
 async def test_ten_thousand_chunks_go_through_quickly(srv: ProviderServer) -> None:
-    srv.queue(Reply(text="z" * 10_000, chunk_size=1))
+    srv.queue(Script(text="z" * 10_000, chunk_size=1))
     # A raw reader keeps up with any server, so this times the server alone.
     status, _, body = await asyncio.to_thread(
         raw_post,
@@ -595,7 +595,7 @@ async def test_ten_thousand_chunks_go_through_quickly(srv: ProviderServer) -> No
     assert req.chunks_sent == 10_000 and req.completed
     assert req.last_chunk_at is not None and req.last_chunk_at - req.received_at < 0.5
 
-    srv.queue(Reply(text="z" * 10_000, chunk_size=1))
+    srv.queue(Script(text="z" * 10_000, chunk_size=1))
     assert len(contents(await oai_chunks(srv))) == 10_000
 
 
@@ -604,7 +604,7 @@ async def test_ten_thousand_chunks_go_through_quickly(srv: ProviderServer) -> No
 
 @pytest.mark.asyncio
 async def test_queue_is_fifo_across_endpoints_then_the_default(srv: ProviderServer) -> None:
-    srv.queue(Reply(text="first"), Reply(text="second"))
+    srv.queue(Script(text="first"), Script(text="second"))
     async with oai(srv) as client:
         completion = await client.chat.completions.create(model="gpt-test", messages=MESSAGES)
         assert completion.choices[0].message.content == "first"
@@ -613,7 +613,7 @@ async def test_queue_is_fifo_across_endpoints_then_the_default(srv: ProviderServ
         assert message.content[0].type == "text" and message.content[0].text == "second"
     assert contents(await oai_chunks(srv)) == ["default repl", "y"]
     assert len(srv.wait_for_requests(3, timeout=1)) == 3
-    srv.queue(Reply(text="dropped"))
+    srv.queue(Script(text="dropped"))
     srv.reset()
     assert srv.requests == []
     assert contents(await oai_chunks(srv)) == ["default repl", "y"]
@@ -641,7 +641,7 @@ def test_demo_reply_echoes_the_last_user_message() -> None:
 
 
 def test_raw_wire_format_and_keep_alive_on_one_connection(srv: ProviderServer) -> None:
-    srv.queue(Reply(text="hi"), Reply(text="yo"))
+    srv.queue(Script(text="hi"), Script(text="yo"))
     conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
     body = {"model": "m", "messages": MESSAGES, "stream": True}
 

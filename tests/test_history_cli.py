@@ -30,8 +30,7 @@ import pytest
 
 from termchat import cli
 from termchat.config import ModelConfig
-from termchat.devserver import ProviderServer
-from termchat.devserver import Reply as ServerReply
+from termchat.devserver import ProviderServer, Script
 from termchat.errors import RateLimitedError
 from termchat.events import Finish, Usage
 from termchat.history import ConversationRecord, HistoryStore
@@ -169,7 +168,7 @@ class Case:
     its temporary directory first (held for the length of the run)."""
 
     args: list[str]
-    reply: ServerReply = field(default_factory=lambda: ServerReply(text="default reply"))
+    reply: Script = field(default_factory=lambda: Script(text="default reply"))
     config: str = BASE_CONFIG
     prepare: Callable[[Path], AbstractContextManager[None]] = lambda tmp: nullcontext()
     data_home: str | None = None
@@ -188,11 +187,11 @@ class Result:
 
 CASES: dict[str, Case] = {
     "stored": Case(["-u", "What is stored?"],
-                   ServerReply(text="Everything, in order.", input_tokens=12, output_tokens=34)),
-    "error": Case(["tell me"], ServerReply(chunks=["one ", "two ", "three"], error_after=2)),
-    "continue": Case(["-c", "Deepest point?"], ServerReply(text="The Mariana Trench."),
+                   Script(text="Everything, in order.", input_tokens=12, output_tokens=34)),
+    "error": Case(["tell me"], Script(chunks=["one ", "two ", "three"], error_after=2)),
+    "continue": Case(["-c", "Deepest point?"], Script(text="The Mariana Trench."),
                      prepare=_france_and_ocean),
-    "cid": Case(["--cid", "1", "And Spain?"], ServerReply(text="Madrid."),
+    "cid": Case(["--cid", "1", "And Spain?"], Script(text="Madrid."),
                 prepare=_france_and_ocean),
     "no-history": Case(["--no-history", "hi"]),
     "config-off": Case(["hi"], config="history = false\n" + BASE_CONFIG),
@@ -246,7 +245,7 @@ def test_a_one_shot_run_stores_its_prompt_and_reply(results: dict[str, Result]) 
 
 def test_the_prompt_is_stored_before_the_request_is_sent(provider_server: ProviderServer,
                                                          tmp_path: Path) -> None:
-    provider_server.queue(ServerReply(text="Late but here.", header_delay=1.5))
+    provider_server.queue(Script(text="Late but here.", header_delay=1.5))
     proc = spawn(["Anyone there?"], environment(tmp_path, provider_server))
     (request,) = provider_server.wait_for_requests(1, timeout=20)
     in_flight = messages(db_of(tmp_path))
@@ -261,7 +260,7 @@ def test_the_prompt_is_stored_before_the_request_is_sent(provider_server: Provid
 def test_a_streaming_reply_is_checkpointed_and_the_key_is_never_stored(
         provider_server: ProviderServer, tmp_path: Path) -> None:
     chunks = [f"word{i} " for i in range(16)]
-    provider_server.queue(ServerReply(chunks=chunks, delay=0.2))
+    provider_server.queue(Script(chunks=chunks, delay=0.2))
     env = environment(tmp_path, provider_server)
     env["OPENAI_API_KEY"] = SECRET
     proc = spawn(["count slowly"], env)
@@ -295,7 +294,7 @@ def test_a_streaming_reply_is_checkpointed_and_the_key_is_never_stored(
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_reply_stopped_by_a_signal_is_stored_cancelled_with_its_partial_text(
         provider_server: ProviderServer, tmp_path: Path, signum: int, code: int) -> None:
-    provider_server.queue(ServerReply(chunks=SLOW, delay=0.2))
+    provider_server.queue(Script(chunks=SLOW, delay=0.2))
     proc = spawn(["hi"], environment(tmp_path, provider_server))
     assert proc.stdout is not None
     first = os.read(proc.stdout.fileno(), 100)
@@ -318,7 +317,7 @@ def test_a_provider_error_mid_stream_is_stored_with_its_partial_text(
 
 def test_kill_9_mid_stream_leaves_a_partial_reply_that_continue_sends_as_context(
         provider_server: ProviderServer, tmp_path: Path) -> None:
-    provider_server.queue(ServerReply(chunks=[f"piece{i} " for i in range(80)], delay=0.1))
+    provider_server.queue(Script(chunks=[f"piece{i} " for i in range(80)], delay=0.1))
     env = environment(tmp_path, provider_server)
     proc = spawn(["Tell me a long story"], env)
     db = db_of(tmp_path)
@@ -328,7 +327,7 @@ def test_kill_9_mid_stream_leaves_a_partial_reply_that_continue_sends_as_context
     partial, status = reply_row(db)
     assert partial.startswith("piece0 ") and status == "streaming"
 
-    provider_server.queue(ServerReply(text="And so it ends."))
+    provider_server.queue(Script(text="And so it ends."))
     run = termchat(["-c", "Go on"], env)
     assert (run.returncode, run.stdout, run.stderr) == (0, b"And so it ends.\n", b"")
     assert provider_server.requests[-1].body["messages"] == [
@@ -431,7 +430,7 @@ def test_the_locked_database_was_left_untouched(results: dict[str, Result]) -> N
 def test_two_one_shot_runs_and_a_tui_writer_at_once_all_succeed(
         provider_server: ProviderServer, tmp_path: Path) -> None:
     # The demo reply quotes the prompt, so each reply says which run it belongs to.
-    provider_server.default = ServerReply(delay=0.04)
+    provider_server.default = Script(delay=0.04)
     env = environment(tmp_path, provider_server)
     db = db_of(tmp_path)
     HistoryStore.open(db).close()
@@ -709,7 +708,7 @@ def test_a_fresh_tui_opens_the_history_unless_it_is_off(
 def test_continue_in_a_real_terminal_shows_the_last_conversation_and_goes_on_with_it(
         tmux: Tmux, provider_server: ProviderServer, tmp_path: Path) -> None:  # noqa: F811
     _france_and_ocean(tmp_path)
-    provider_server.queue(ServerReply(text="The Mariana Trench.", chunk_size=4, delay=0.01))
+    provider_server.queue(Script(text="The Mariana Trench.", chunk_size=4, delay=0.01))
     tmux.start(f"{TERMCHAT} -c; echo EXIT=$?; sleep 600")
     tmux.wait_for(r"The Pacific\.")
     tmux.wait_for(r"The Arc")

@@ -28,7 +28,7 @@ from typing import TypeVar
 
 import pytest
 
-from termchat.devserver import ProviderServer, Reply, Request
+from termchat.devserver import ProviderServer, Request, Script
 from termchat.oneshot import Sanitizer, SurrogateJoiner
 
 _found = shutil.which("termchat", path=str(Path(sys.executable).parent))
@@ -94,7 +94,7 @@ def _closed_port() -> int:
 class Case:
     """One run: what its server answers (None: nothing listens), and how termchat is run."""
 
-    reply: Reply | None = field(default_factory=lambda: Reply(text="default reply"))
+    reply: Script | None = field(default_factory=lambda: Script(text="default reply"))
     args: list[str] = field(default_factory=lambda: ["hi"])
     provider: str = "openai"
     stdin: bytes = b""
@@ -126,10 +126,10 @@ BIG_STDIN = ("0123456789abcdef" * 64 + "\n") * 5 * 1024  # about 5 MB
 
 CASES: dict[str, Case] = {
     # Output.
-    "unicode-openai": Case(Reply(chunks=UNICODE_CHUNKS)),
-    "unicode-anthropic": Case(Reply(chunks=UNICODE_CHUNKS, thinking="secret musing"),
+    "unicode-openai": Case(Script(chunks=UNICODE_CHUNKS)),
+    "unicode-anthropic": Case(Script(chunks=UNICODE_CHUNKS, thinking="secret musing"),
                               provider="anthropic"),
-    "refusal": Case(Reply(refusal="I can't help with that.")),
+    "refusal": Case(Script(refusal="I can't help with that.")),
     # The prompt and the request.
     "argument-and-stdin": Case(args=["explain", "this"], stdin=b"def f():\n    return 1\n"),
     "stdin-only": Case(args=[], stdin=b"2+2?\n"),
@@ -145,38 +145,38 @@ CASES: dict[str, Case] = {
     "temperature-anthropic": Case(args=["-m", "anthropic:claude-test", "--temperature", "0.5",
                                         "hi"], provider="anthropic"),
     # -u, truncation, --json.
-    "usage": Case(Reply(text="hello", input_tokens=12, output_tokens=345, cached_tokens=3),
+    "usage": Case(Script(text="hello", input_tokens=12, output_tokens=345, cached_tokens=3),
                   args=["-u", "hi"]),
-    "usage-unknown": Case(Reply(text="hello", usage="never"), args=["--usage", "hi"]),
-    "cut-openai": Case(Reply(text="cut sh", finish="length")),
-    "cut-openai-u": Case(Reply(text="cut sh", finish="length"), args=["-u", "hi"]),
-    "cut-anthropic-u": Case(Reply(text="cut sh", finish="max_tokens"), args=["-u", "hi"],
+    "usage-unknown": Case(Script(text="hello", usage="never"), args=["--usage", "hi"]),
+    "cut-openai": Case(Script(text="cut sh", finish="length")),
+    "cut-openai-u": Case(Script(text="cut sh", finish="length"), args=["-u", "hi"]),
+    "cut-anthropic-u": Case(Script(text="cut sh", finish="max_tokens"), args=["-u", "hi"],
                             provider="anthropic"),
-    "json-openai": Case(Reply(chunks=["caf", "é"], input_tokens=7, output_tokens=2,
+    "json-openai": Case(Script(chunks=["caf", "é"], input_tokens=7, output_tokens=2,
                               cached_tokens=1), args=["--json", "-m", "openai:test-model", "hi"]),
-    "json-anthropic": Case(Reply(chunks=["caf", "é"], input_tokens=7, output_tokens=2,
+    "json-anthropic": Case(Script(chunks=["caf", "é"], input_tokens=7, output_tokens=2,
                                  cached_tokens=1),
                            args=["--json", "-m", "anthropic:test-model", "hi"],
                            provider="anthropic"),
-    "json-no-usage": Case(Reply(text="hi there", usage="never", finish="length"),
+    "json-no-usage": Case(Script(text="hi there", usage="never", finish="length"),
                           args=["--json", "hi"]),
     # Errors.
-    "auth": Case(Reply(status=401)),
-    "model": Case(Reply(status=404)),
-    "rate-limit": Case(Reply(status=429, retry_after="7")),
-    "server": Case(Reply(status=500, error_message="it broke\x1b]0;pwned\x07\x1b[2J badly")),
-    "overloaded": Case(Reply(status=529), provider="anthropic"),
+    "auth": Case(Script(status=401)),
+    "model": Case(Script(status=404)),
+    "rate-limit": Case(Script(status=429, retry_after="7")),
+    "server": Case(Script(status=500, error_message="it broke\x1b]0;pwned\x07\x1b[2J badly")),
+    "overloaded": Case(Script(status=529), provider="anthropic"),
     "refused": Case(None),
-    "stall": Case(Reply(chunks=PARTIAL, stall_after=1),
+    "stall": Case(Script(chunks=PARTIAL, stall_after=1),
                   config=BASE_CONFIG + "idle_timeout = 1.0\n"),
-    "mid-stream": Case(Reply(chunks=PARTIAL, error_after=2)),
-    "mid-stream-anthropic": Case(Reply(chunks=PARTIAL, error_after=2), provider="anthropic"),
-    "dropped": Case(Reply(chunks=PARTIAL, disconnect_after=2)),
-    "context": Case(Reply(status=400, error_code="context_length_exceeded",
+    "mid-stream": Case(Script(chunks=PARTIAL, error_after=2)),
+    "mid-stream-anthropic": Case(Script(chunks=PARTIAL, error_after=2), provider="anthropic"),
+    "dropped": Case(Script(chunks=PARTIAL, disconnect_after=2)),
+    "context": Case(Script(status=400, error_code="context_length_exceeded",
                           error_message="This model's maximum context length is 128000 tokens")),
-    "context-anthropic": Case(Reply(status=400, error_message="prompt is too long: 210000 "
+    "context-anthropic": Case(Script(status=400, error_message="prompt is too long: 210000 "
                                     "tokens > 200000 maximum"), provider="anthropic"),
-    "json-error": Case(Reply(chunks=PARTIAL, error_after=2), args=["--json", "hi"]),
+    "json-error": Case(Script(chunks=PARTIAL, error_after=2), args=["--json", "hi"]),
     "missing-key": Case(key=False),
     "bad-config": Case(config="[defaults\n"),
     "unknown-config-key": Case(config="[defaults]\nmax_retrys = 0\n"),
@@ -265,7 +265,7 @@ def test_only_the_sdk_in_use_is_imported(results: dict[str, Result], provider: s
 
 def test_piped_output_streams_as_it_arrives(provider_server: ProviderServer,
                                             tmp_path: Path) -> None:
-    provider_server.queue(Reply(chunks=["first ", "second ", "third"], delay=1.0))
+    provider_server.queue(Script(chunks=["first ", "second ", "third"], delay=1.0))
     proc = spawn(["hi"], environment(tmp_path, provider_server))
     assert proc.stdout is not None
     first = os.read(proc.stdout.fileno(), 100)
@@ -279,7 +279,7 @@ def test_piped_output_streams_as_it_arrives(provider_server: ProviderServer,
 
 def test_no_stream_prints_only_when_the_reply_is_complete(provider_server: ProviderServer,
                                                           tmp_path: Path) -> None:
-    provider_server.queue(Reply(chunks=PARTIAL, delay=0.3))
+    provider_server.queue(Script(chunks=PARTIAL, delay=0.3))
     proc = spawn(["--no-stream", "hi"], environment(tmp_path, provider_server))
     assert proc.stdout is not None
     first = os.read(proc.stdout.fileno(), 100)
@@ -531,7 +531,7 @@ SLOW = [f"chunk{i} " for i in range(100)]
 def test_interrupt_mid_stream_keeps_the_output_and_closes_the_connection(
         provider_server: ProviderServer, tmp_path: Path, provider: str, signum: int,
         code: int) -> None:
-    provider_server.queue(Reply(chunks=SLOW, delay=0.2))
+    provider_server.queue(Script(chunks=SLOW, delay=0.2))
     proc = spawn(["hi"], environment(tmp_path, provider_server, provider))
     assert proc.stdout is not None
     first = os.read(proc.stdout.fileno(), 100)
@@ -551,7 +551,7 @@ def test_interrupt_mid_stream_keeps_the_output_and_closes_the_connection(
 
 def test_broken_pipe_exits_quietly_and_hangs_up(provider_server: ProviderServer,
                                                tmp_path: Path) -> None:
-    provider_server.queue(Reply(chunks=["hello", *SLOW], delay=0.01))
+    provider_server.queue(Script(chunks=["hello", *SLOW], delay=0.01))
     run = subprocess.run(["bash", "-c", '"$0" hi | head -c 5; echo " ${PIPESTATUS[0]}"',
                           TERMCHAT], capture_output=True, timeout=30, check=False,
                          env=environment(tmp_path, provider_server))

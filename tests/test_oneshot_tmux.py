@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from termchat.devserver import ProviderServer, Reply
+from termchat.devserver import ProviderServer, Script
 from tests.test_oneshot import TERMCHAT, environment
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
@@ -89,7 +89,7 @@ HOSTILE = (
 
 def test_reply_renders_as_markdown_and_cannot_clear_the_screen(
         tmux: Tmux, provider_server: ProviderServer) -> None:
-    provider_server.queue(Reply(text=HOSTILE, chunk_size=5, delay=0.005))
+    provider_server.queue(Script(text=HOSTILE, chunk_size=5, delay=0.005))
     run_in_pane(tmux, "show me")
     screen = tmux.screen()
     text = "\n".join(screen)
@@ -120,7 +120,7 @@ def tall_reply() -> str:
 
 def test_a_reply_taller_than_the_screen_leaves_clean_scrollback(
         tmux: Tmux, provider_server: ProviderServer) -> None:
-    provider_server.queue(Reply(text=tall_reply(), chunk_size=7, delay=0.002))
+    provider_server.queue(Script(text=tall_reply(), chunk_size=7, delay=0.002))
     run_in_pane(tmux, "tall one")
     lines = [line.strip() for line in tmux.everything()]
 

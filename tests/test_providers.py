@@ -21,8 +21,7 @@ from typing import Any
 import pytest
 
 from termchat.config import ModelConfig
-from termchat.devserver import ProviderServer
-from termchat.devserver import Reply as Script
+from termchat.devserver import ProviderServer, Script
 from termchat.errors import (
     AuthError,
     BadRequestError,
@@ -774,7 +773,7 @@ _IMPORT_CHECK = textwrap.dedent("""
 
     import termchat.cli, termchat.config, termchat.providers, termchat.turn
     from termchat.config import ModelConfig
-    from termchat.devserver import ProviderServer, Reply
+    from termchat.devserver import ProviderServer, Script
     from termchat.turn import Conversation
     seen = {"imports": sdks()}
 
@@ -789,7 +788,7 @@ _IMPORT_CHECK = textwrap.dedent("""
         seen["turn"] = sdks()
         seen["text"] = exchange.reply.text
 
-    with ProviderServer(default=Reply(text="pong")) as server:
+    with ProviderServer(default=Script(text="pong")) as server:
         asyncio.run(main(server))
     print(seen)
 """)

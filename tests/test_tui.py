@@ -10,7 +10,7 @@ from rich.markdown import Markdown
 from textual import events
 
 from termchat.config import Config, load_config
-from termchat.devserver import ProviderServer, Reply
+from termchat.devserver import ProviderServer, Script
 from termchat.sample import long_reply
 from termchat.tui import messages
 from termchat.tui.app import TermchatApp
@@ -56,7 +56,7 @@ Done.
 
 async def test_reply_streams_live_with_a_cursor_that_goes_when_it_ends(
         provider_server: ProviderServer) -> None:
-    provider_server.queue(Reply(text=MARKDOWN_REPLY, chunk_size=5, delay=0.03))
+    provider_server.queue(Script(text=MARKDOWN_REPLY, chunk_size=5, delay=0.03))
     app = make_app(provider_server)
     async with app.run_test(size=(100, 40)) as pilot:
         await send(pilot, "show me markdown")
@@ -79,7 +79,7 @@ async def test_reply_streams_live_with_a_cursor_that_goes_when_it_ends(
 
 async def test_finished_reply_looks_exactly_like_a_full_render(
         provider_server: ProviderServer) -> None:
-    provider_server.queue(Reply(text=MARKDOWN_REPLY, chunk_size=3))
+    provider_server.queue(Script(text=MARKDOWN_REPLY, chunk_size=3))
     app = make_app(provider_server)
     async with app.run_test(size=(90, 40)) as pilot:
         await send(pilot, "hi")
@@ -110,7 +110,7 @@ async def _painted_matches_a_full_repaint(pilot) -> None:  # type: ignore[no-unt
 async def test_screen_is_exact_while_a_long_reply_streams_scrolls_and_is_cancelled(
         provider_server: ProviderServer, stall_after: int) -> None:
     text = long_reply(4_000, seed=3)
-    provider_server.queue(Reply(text=text, chunk_size=3, delay=0.002, stall_after=stall_after))
+    provider_server.queue(Script(text=text, chunk_size=3, delay=0.002, stall_after=stall_after))
     app = make_app(provider_server)
     async with app.run_test(size=(90, 30)) as pilot:
         await send(pilot, "long")
@@ -126,7 +126,7 @@ async def test_screen_is_exact_while_a_long_reply_streams_scrolls_and_is_cancell
 async def test_screen_is_exact_after_a_long_reply_finishes(
         provider_server: ProviderServer) -> None:
     text = long_reply(4_000, seed=5)
-    provider_server.queue(Reply(text=text, chunk_size=2, delay=0.001))
+    provider_server.queue(Script(text=text, chunk_size=2, delay=0.001))
     app = make_app(provider_server)
     async with app.run_test(size=(70, 24)) as pilot:
         await send(pilot, "long")
@@ -149,7 +149,7 @@ async def test_screen_is_exact_after_a_long_reply_finishes(
 async def test_status_bar_shows_finish_reason_and_token_usage(
         provider_server: ProviderServer, provider: str, finish_reason: str,
         expected: str) -> None:
-    provider_server.queue(Reply(text="Short answer.", finish=finish_reason, input_tokens=17,
+    provider_server.queue(Script(text="Short answer.", finish=finish_reason, input_tokens=17,
                                 output_tokens=4, cached_tokens=3))
     app = make_app(provider_server, provider)
     async with app.run_test(size=(120, 30)) as pilot:
@@ -165,7 +165,7 @@ async def test_status_bar_shows_finish_reason_and_token_usage(
 
 async def test_status_bar_says_unknown_when_the_server_sends_no_usage(
         provider_server: ProviderServer) -> None:
-    provider_server.queue(Reply(text="No usage here.", usage="never"))
+    provider_server.queue(Script(text="No usage here.", usage="never"))
     app = make_app(provider_server)
     async with app.run_test(size=(120, 30)) as pilot:
         await send(pilot, "q")
@@ -178,8 +178,8 @@ async def test_status_bar_says_unknown_when_the_server_sends_no_usage(
 async def test_escape_cancels_closes_the_connection_and_keeps_the_partial_reply(
         provider_server: ProviderServer) -> None:
     text = "Partial words arrive slowly. " * 40
-    provider_server.queue(Reply(text=text, chunk_size=10, delay=0.05),
-                          Reply(text="Second answer."))
+    provider_server.queue(Script(text=text, chunk_size=10, delay=0.05),
+                          Script(text="Second answer."))
     app = make_app(provider_server)
     async with app.run_test(size=(100, 30)) as pilot:
         await send(pilot, "first question")
@@ -208,7 +208,7 @@ async def test_escape_cancels_closes_the_connection_and_keeps_the_partial_reply(
 async def test_escape_in_the_command_palette_closes_it_and_leaves_the_reply_streaming(
         provider_server: ProviderServer) -> None:
     # The server stalls after a few chunks, so the reply is in flight for as long as it takes.
-    provider_server.queue(Reply(text="slow " * 100, chunk_size=5, stall_after=5))
+    provider_server.queue(Script(text="slow " * 100, chunk_size=5, stall_after=5))
     app = make_app(provider_server)
     async with app.run_test(size=(100, 30)) as pilot:
         await send(pilot, "go")
@@ -225,7 +225,7 @@ async def test_escape_in_the_command_palette_closes_it_and_leaves_the_reply_stre
 
 async def test_multi_turn_requests_carry_the_conversation(
         provider_server: ProviderServer) -> None:
-    provider_server.queue(Reply(text="Paris."), Reply(text="About 2 million."))
+    provider_server.queue(Script(text="Paris."), Script(text="About 2 million."))
     app = make_app(provider_server, "anthropic", system="Be brief.")
     async with app.run_test(size=(100, 30)) as pilot:
         await send(pilot, "Capital of France?")
@@ -245,7 +245,7 @@ async def test_multi_turn_requests_carry_the_conversation(
 
 async def test_provider_error_is_one_line_and_the_prompt_comes_back(
         provider_server: ProviderServer) -> None:
-    provider_server.queue(Reply(status=429, retry_after="7"))
+    provider_server.queue(Script(status=429, retry_after="7"))
     app = make_app(provider_server)
     async with app.run_test(size=(100, 30)) as pilot:
         await send(pilot, "a prompt worth keeping")
@@ -258,7 +258,7 @@ async def test_provider_error_is_one_line_and_the_prompt_comes_back(
         assert app.chat.query_one(PromptInput).text == "a prompt worth keeping"
         assert "error" in status_text(app)
         # The failed exchange is not context for the next request.
-        provider_server.queue(Reply(text="ok"))
+        provider_server.queue(Script(text="ok"))
         await send(pilot, "again")
         await finish(pilot)
         assert provider_server.requests[-1].body["messages"] == [
@@ -267,7 +267,7 @@ async def test_provider_error_is_one_line_and_the_prompt_comes_back(
 
 async def test_mid_stream_error_keeps_partial_text_on_screen(
         provider_server: ProviderServer) -> None:
-    provider_server.queue(Reply(text="Some words then trouble.", chunk_size=5, error_after=2))
+    provider_server.queue(Script(text="Some words then trouble.", chunk_size=5, error_after=2))
     app = make_app(provider_server)
     async with app.run_test(size=(100, 30)) as pilot:
         await send(pilot, "q")
@@ -292,7 +292,7 @@ async def test_missing_key_is_an_error_line_not_a_crash(provider_server: Provide
 
 async def test_enter_sends_while_ctrl_j_and_paste_insert_newlines(
         provider_server: ProviderServer) -> None:
-    provider_server.queue(Reply(text="ok"))
+    provider_server.queue(Script(text="ok"))
     app = make_app(provider_server)
     async with app.run_test(size=(100, 30)) as pilot:
         prompt = app.chat.query_one(PromptInput)
@@ -311,7 +311,7 @@ async def test_enter_sends_while_ctrl_j_and_paste_insert_newlines(
 
 async def test_input_stays_editable_while_a_reply_streams(
         provider_server: ProviderServer) -> None:
-    provider_server.queue(Reply(text="word " * 60, chunk_size=5, stall_after=5))
+    provider_server.queue(Script(text="word " * 60, chunk_size=5, stall_after=5))
     app = make_app(provider_server)
     async with app.run_test(size=(100, 30)) as pilot:
         await send(pilot, "go")
@@ -329,7 +329,7 @@ async def test_input_stays_editable_while_a_reply_streams(
 async def test_view_follows_the_stream_until_the_user_scrolls_up_and_resumes_at_bottom(
         provider_server: ProviderServer) -> None:
     text = "\n\n".join(f"Paragraph {i} of a long reply." for i in range(1000))
-    provider_server.queue(Reply(text=text, chunk_size=40, delay=0.02))
+    provider_server.queue(Script(text=text, chunk_size=40, delay=0.02))
     app = make_app(provider_server)
     async with app.run_test(size=(80, 20)) as pilot:
         view = app.chat.query_one(ConversationView)
@@ -366,7 +366,7 @@ async def test_a_long_conversation_hides_far_messages_without_a_visible_change(
     conversation = Conversation(model_for(provider_server), exchanges=earlier)
     app = TermchatApp(Config(path=Path("/nonexistent/config.toml")), conversation.model,
                       conversation=conversation, cursor_blink=False, show_timings=False)
-    provider_server.queue(Reply(text=long_reply(1_500, seed=99), chunk_size=20, delay=0.002))
+    provider_server.queue(Script(text=long_reply(1_500, seed=99), chunk_size=20, delay=0.002))
     async with app.run_test(size=(80, 24)) as pilot:
         view = app.chat.query_one(ConversationView)
         await pilot.pause(0.1)
@@ -437,7 +437,7 @@ api_key_env = "TERMCHAT_TEST_CLAUDE_KEY"
 max_retries = 0
 """)
     monkeypatch.setenv("TERMCHAT_TEST_CLAUDE_KEY", "claude-key")
-    provider_server.queue(Reply(text="from claude"))
+    provider_server.queue(Script(text="from claude"))
     app = make_app(provider_server, config=load_config(str(path), env={}))
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("ctrl+p")
@@ -455,7 +455,7 @@ max_retries = 0
 
 async def test_new_conversation_clears_the_screen_and_the_context(
         provider_server: ProviderServer) -> None:
-    provider_server.queue(Reply(text="one"), Reply(text="two"))
+    provider_server.queue(Script(text="one"), Script(text="two"))
     app = make_app(provider_server)
     async with app.run_test(size=(100, 30)) as pilot:
         await send(pilot, "first")
@@ -471,7 +471,7 @@ async def test_new_conversation_clears_the_screen_and_the_context(
 
 async def test_copy_last_reply_and_code_block_use_the_clipboard(
         provider_server: ProviderServer) -> None:
-    provider_server.queue(Reply(text=MARKDOWN_REPLY))
+    provider_server.queue(Script(text=MARKDOWN_REPLY))
     app = make_app(provider_server)
     async with app.run_test(size=(100, 30)) as pilot:
         await send(pilot, "q")

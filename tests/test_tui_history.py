@@ -12,8 +12,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input, OptionList
 
 from termchat.config import Config, ModelConfig
-from termchat.devserver import ProviderServer
-from termchat.devserver import Reply as ServerReply
+from termchat.devserver import ProviderServer, Script
 from termchat.history import HistoryStore, continue_conversation
 from termchat.tui.app import TermchatApp
 from termchat.tui.history_screen import HistoryScreen
@@ -158,7 +157,7 @@ def notifications(app: TermchatApp) -> list[str]:
 
 async def test_ctrl_r_lists_chats_newest_first_with_a_preview(
         provider_server: ProviderServer, store: HistoryStore) -> None:
-    provider_server.queue(ServerReply(text="Paris."), ServerReply(text="Napoli."))
+    provider_server.queue(Script(text="Paris."), Script(text="Napoli."))
     model = model_for(provider_server)
     app = make_app(store, model)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -245,7 +244,7 @@ async def test_enter_opens_a_conversation_and_the_next_prompt_continues_it(
     model = model_for(provider_server)
     france = saved(store, ("Capital of France?", "Paris."), model=model, at=MAY_1)
     saved(store, ("Best pizza?", "Napoli."), model=model, at=MAY_1 + DAY)
-    provider_server.queue(ServerReply(text="About 2.1 million."))
+    provider_server.queue(Script(text="About 2.1 million."))
     app = make_app(store, model)
     async with app.run_test(size=(100, 30)) as pilot:
         await open_history(pilot)
@@ -278,7 +277,7 @@ async def test_a_conversation_whose_alias_is_gone_continues_with_its_last_model(
     monkeypatch.setenv("OPENAI_API_KEY", "local")
     old = ModelConfig(name="retired-alias", provider="openai", model="old-model")
     saved(store, ("Hello?", "Hi."), model=old)
-    provider_server.queue(ServerReply(text="Still here."))
+    provider_server.queue(Script(text="Still here."))
     app = make_app(store, model_for(provider_server))
     async with app.run_test(size=(100, 30)) as pilot:
         await open_history(pilot)
@@ -356,7 +355,7 @@ async def test_delete_asks_first_and_removes_from_store_and_list(store: HistoryS
 
 async def test_deleting_the_open_chat_saves_its_next_turn_as_a_new_conversation(
         provider_server: ProviderServer, store: HistoryStore) -> None:
-    provider_server.queue(ServerReply(text="one"), ServerReply(text="two"))
+    provider_server.queue(Script(text="one"), Script(text="two"))
     model = model_for(provider_server)
     app = make_app(store, model)
     shown = notifications(app)
@@ -377,7 +376,7 @@ async def test_deleting_the_open_chat_saves_its_next_turn_as_a_new_conversation(
 
 async def test_escape_closes_history_and_leaves_the_reply_streaming(
         provider_server: ProviderServer, store: HistoryStore) -> None:
-    provider_server.queue(ServerReply(text="slow " * 100, chunk_size=5, stall_after=5))
+    provider_server.queue(Script(text="slow " * 100, chunk_size=5, stall_after=5))
     app = make_app(store, model_for(provider_server))
     async with app.run_test(size=(100, 30)) as pilot:
         await send(pilot, "go")
@@ -396,7 +395,7 @@ async def test_escape_closes_history_and_leaves_the_reply_streaming(
 async def test_opening_another_chat_while_a_reply_streams_is_refused(
         provider_server: ProviderServer, store: HistoryStore) -> None:
     saved(store, ("Older chat", "ok"), at=MAY_1)
-    provider_server.queue(ServerReply(text="slow " * 100, chunk_size=5, stall_after=5))
+    provider_server.queue(Script(text="slow " * 100, chunk_size=5, stall_after=5))
     app = make_app(store, model_for(provider_server))
     shown = notifications(app)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -455,7 +454,7 @@ async def test_starting_on_the_last_conversation_shows_it_and_continues_it(
     # What `termchat -c` does: the TUI starts on the conversation, continuing it.
     config = Config(path=Path("/nonexistent/config.toml"), models={"test": model})
     conversation = continue_conversation(config, store, cid)
-    provider_server.queue(ServerReply(text="About 2.1 million."))
+    provider_server.queue(Script(text="About 2.1 million."))
     app = TermchatApp(config, conversation.model, conversation=conversation, history=store,
                       cursor_blink=False)
     async with app.run_test(size=(100, 30)) as pilot:

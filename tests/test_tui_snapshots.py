@@ -10,7 +10,7 @@ from typing import Any
 
 from textual.pilot import Pilot
 
-from termchat.devserver import ProviderServer, Reply
+from termchat.devserver import ProviderServer, Script
 from tests.test_tui import MARKDOWN_REPLY
 from tests.tui_helpers import finish, make_app, replies, send, wait_until
 
@@ -24,7 +24,7 @@ def usage(**extra: Any) -> dict[str, Any]:
 
 def test_finished_reply_with_code_and_table(snap_compare: SnapCompare,
                                                   provider_server: ProviderServer) -> None:
-    provider_server.queue(Reply(text=MARKDOWN_REPLY, chunk_size=7, **usage(cached_tokens=8)))
+    provider_server.queue(Script(text=MARKDOWN_REPLY, chunk_size=7, **usage(cached_tokens=8)))
 
     async def run_before(pilot: Pilot) -> None:
         await send(pilot, "Show me some Markdown, please.")
@@ -36,7 +36,7 @@ def test_finished_reply_with_code_and_table(snap_compare: SnapCompare,
 def test_reply_mid_stream_with_its_cursor(snap_compare: SnapCompare,
                                                 provider_server: ProviderServer) -> None:
     # The server stops sending after a few chunks and holds the connection: mid-stream.
-    provider_server.queue(Reply(text=MARKDOWN_REPLY, chunk_size=10, stall_after=9, **usage()))
+    provider_server.queue(Script(text=MARKDOWN_REPLY, chunk_size=10, stall_after=9, **usage()))
 
     async def run_before(pilot: Pilot) -> None:
         app = pilot.app
@@ -49,7 +49,7 @@ def test_reply_mid_stream_with_its_cursor(snap_compare: SnapCompare,
 
 def test_cancelled_reply_is_kept_and_marked(snap_compare: SnapCompare,
                                                   provider_server: ProviderServer) -> None:
-    provider_server.queue(Reply(text=MARKDOWN_REPLY, chunk_size=10, stall_after=9, **usage()))
+    provider_server.queue(Script(text=MARKDOWN_REPLY, chunk_size=10, stall_after=9, **usage()))
 
     async def run_before(pilot: Pilot) -> None:
         app = pilot.app
@@ -63,7 +63,7 @@ def test_cancelled_reply_is_kept_and_marked(snap_compare: SnapCompare,
 
 def test_error_is_one_line_and_the_prompt_is_back(snap_compare: SnapCompare,
                                                         provider_server: ProviderServer) -> None:
-    provider_server.queue(Reply(status=400, error_code="context_length_exceeded",
+    provider_server.queue(Script(status=400, error_code="context_length_exceeded",
                                 error_message="This model's maximum context length is 128000 "
                                               "tokens"))
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from termchat.devserver import ProviderServer, Reply
+from termchat.devserver import ProviderServer, Script
 from tests.test_oneshot import TERMCHAT
 from tests.test_oneshot_tmux import Tmux, tmux  # noqa: F401 - the fixture
 
@@ -18,9 +18,9 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is no
 def test_tui_streams_markdown_and_escape_cancels_in_a_real_terminal(
         tmux: Tmux, provider_server: ProviderServer) -> None:  # noqa: F811
     provider_server.queue(
-        Reply(text="# Hello from tmux\n\n- first point\n- second point\n\nAll **done**.\n",
+        Script(text="# Hello from tmux\n\n- first point\n- second point\n\nAll **done**.\n",
               chunk_size=4, delay=0.01, input_tokens=11, output_tokens=22),
-        Reply(text="A slow reply that will be cut short. " * 50, chunk_size=6, delay=0.05),
+        Script(text="A slow reply that will be cut short. " * 50, chunk_size=6, delay=0.05),
     )
     # A lone Escape reaches the app at once, as with `set -s escape-time 0` in a tmux.conf.
     tmux("start-server", ";", "set-option", "-s", "escape-time", "0")

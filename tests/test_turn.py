@@ -12,8 +12,7 @@ import pytest
 
 from termchat import turn as turn_module
 from termchat.config import ModelConfig
-from termchat.devserver import ProviderServer
-from termchat.devserver import Reply as Script
+from termchat.devserver import ProviderServer, Script
 from termchat.errors import MissingKeyError, ServerError, StreamError, StreamInterruptedError
 from termchat.events import Event, Finish, FinishKind, TextDelta, Usage
 from termchat.providers import ChatRequest, Message

@@ -2,7 +2,7 @@
 
 It speaks the OpenAI Chat Completions and the Anthropic Messages wire formats (SSE streams
 and plain JSON) over real HTTP/1.1 sockets, so the real ``openai`` and ``anthropic`` SDKs run
-against it unmodified. Replies are scripted with :class:`Reply` (chunking, delays, errors,
+against it unmodified. Replies are scripted with :class:`Script` (chunking, delays, errors,
 cut-offs, stalls); every request is recorded as a :class:`Request`, including when the client
 hung up mid-reply.
 
@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["ProviderServer", "Reply", "Request", "main"]
+__all__ = ["ProviderServer", "Request", "Script", "main"]
 
 _OPENAI_PATH = "/v1/chat/completions"
 _ANTHROPIC_PATH = "/v1/messages"
@@ -85,7 +85,7 @@ _OPENAI_ERRORS: dict[int, tuple[str, str | None, str]] = {
 
 
 @dataclass
-class Reply:
+class Script:
     """A scripted reply; the server renders it in whichever wire format was asked for.
 
     Cut-off counts (``error_after`` and friends) count content deltas; a count at or beyond
@@ -289,7 +289,7 @@ def _cut(text: str, size: int) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
 
-def _turn(reply: Reply, body: dict[str, Any], provider: _Provider) -> _Turn:
+def _turn(reply: Script, body: dict[str, Any], provider: _Provider) -> _Turn:
     last_user, prompt_chars = _prompt(body)
     if provider == "openai" and reply.refusal:
         deltas = _cut(reply.refusal, reply.chunk_size)
@@ -360,7 +360,7 @@ def _anthropic_error_body(
     }
 
 
-def _openai_stream(reply: Reply, body: dict[str, Any], turn: _Turn) -> _Plan:
+def _openai_stream(reply: Script, body: dict[str, Any], turn: _Turn) -> _Plan:
     options = body.get("stream_options")
     asked = isinstance(options, dict) and bool(options.get("include_usage"))
     with_usage = reply.usage == "always" or (reply.usage == "auto" and asked)
@@ -407,7 +407,7 @@ def _openai_stream(reply: Reply, body: dict[str, Any], turn: _Turn) -> _Plan:
     )
 
 
-def _openai_completion(reply: Reply, turn: _Turn) -> dict[str, Any]:
+def _openai_completion(reply: Script, turn: _Turn) -> dict[str, Any]:
     text = "".join(turn.deltas)
     message = {
         "role": "assistant",
@@ -436,7 +436,7 @@ def _openai_completion(reply: Reply, turn: _Turn) -> dict[str, Any]:
     return obj
 
 
-def _anthropic_stop(reply: Reply) -> str:
+def _anthropic_stop(reply: Script) -> str:
     return reply.finish or ("refusal" if reply.refusal and not reply.text else "end_turn")
 
 
@@ -457,7 +457,7 @@ def _signature() -> str:
     return base64.b64encode(secrets.token_bytes(96)).decode()
 
 
-def _anthropic_stream(reply: Reply, turn: _Turn) -> _Plan:
+def _anthropic_stream(reply: Script, turn: _Turn) -> _Plan:
     ping = _anthropic_sse({"type": "ping"})
     message = {
         "id": f"msg_01{_rand(22)}",
@@ -530,7 +530,7 @@ def _anthropic_stream(reply: Reply, turn: _Turn) -> _Plan:
     )
 
 
-def _anthropic_message(reply: Reply, turn: _Turn) -> dict[str, Any]:
+def _anthropic_message(reply: Script, turn: _Turn) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
     if turn.thinking_deltas:
         content.append(
@@ -692,16 +692,16 @@ class ProviderServer:
         self,
         host: str = "127.0.0.1",
         port: int = 0,
-        default: Reply | None = None,
+        default: Script | None = None,
         *,
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.host = host
         self.port = port
-        self.default = default or Reply()
+        self.default = default or Script()
         self._log = log
         self._cond = threading.Condition()
-        self._queue: collections.deque[Reply] = collections.deque()
+        self._queue: collections.deque[Script] = collections.deque()
         self._records: list[Request] = []
         self._disconnects: list[Request] = []
         self._disconnects_taken = 0
@@ -753,7 +753,7 @@ class ProviderServer:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def queue(self, *replies: Reply) -> None:
+    def queue(self, *replies: Script) -> None:
         with self._cond:
             self._queue.extend(replies)
 
@@ -833,7 +833,7 @@ class ProviderServer:
         if self._log:
             self._log(f"  client disconnected after {rec.chunks_sent} chunks")
 
-    def _next_reply(self) -> Reply:
+    def _next_reply(self) -> Script:
         with self._cond:
             return self._queue.popleft() if self._queue else self.default
 
@@ -887,13 +887,13 @@ class ProviderServer:
         authorization = raw.headers.get("authorization", "")
         if raw.method != "POST" or raw.path not in (_OPENAI_PATH, _ANTHROPIC_PATH):
             message = f"Invalid URL ({raw.method} {raw.path})"
-            await self._error(conn, provider, Reply(status=404, error_message=message))
+            await self._error(conn, provider, Script(status=404, error_message=message))
         elif not authorization.lower().startswith("bearer ") and not raw.headers.get("x-api-key"):
             message = "No API key provided: send `Authorization: Bearer KEY` or `x-api-key`."
-            await self._error(conn, provider, Reply(status=401, error_message=message))
+            await self._error(conn, provider, Script(status=401, error_message=message))
         elif not isinstance(body, dict):
             message = "The request body is not valid JSON."
-            await self._error(conn, provider, Reply(status=400, error_message=message))
+            await self._error(conn, provider, Script(status=400, error_message=message))
         else:
             reply = self._next_reply()
             if reply.status != 200:
@@ -934,7 +934,7 @@ class ProviderServer:
         conn.active = None
         await conn.write(_head(status, headers) + data)
 
-    async def _error(self, conn: _Connection, provider: _Provider, reply: Reply) -> None:
+    async def _error(self, conn: _Connection, provider: _Provider, reply: Script) -> None:
         request_id, headers = self._ids(provider)
         if not reply.should_retry:
             headers.append(("x-should-retry", "false"))
@@ -951,7 +951,7 @@ class ProviderServer:
         await self._send_json(conn, reply.status, headers, payload)
 
     async def _complete(
-        self, conn: _Connection, provider: _Provider, reply: Reply, body: dict[str, Any]
+        self, conn: _Connection, provider: _Provider, reply: Script, body: dict[str, Any]
     ) -> bool:
         if not await conn.pause(reply.header_delay + reply.first_delay):
             return False
@@ -971,7 +971,7 @@ class ProviderServer:
         return True
 
     async def _stream(
-        self, conn: _Connection, provider: _Provider, reply: Reply, body: dict[str, Any]
+        self, conn: _Connection, provider: _Provider, reply: Script, body: dict[str, Any]
     ) -> bool:
         """Send a scripted stream; True if the connection can serve another request."""
         turn = _turn(reply, body, provider)
@@ -1055,7 +1055,7 @@ def main(argv: list[str] | None = None) -> int:
         "--delay", type=float, default=0.02, help="seconds between chunks (default 0.02)"
     )
     args = parser.parse_args(argv)
-    default = Reply(delay=args.delay, chunk_size=6)
+    default = Script(delay=args.delay, chunk_size=6)
 
     def log(line: str) -> None:
         print(line, flush=True)
