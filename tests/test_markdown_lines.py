@@ -4,6 +4,8 @@ is line for line what Rich renders for the whole text so far."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from rich.console import Console
 from rich.markdown import Markdown
 from textual.strip import Strip
@@ -90,3 +92,32 @@ def test_settled_lines_are_stable_while_the_tail_grows() -> None:
 def test_code_blocks_are_found_in_order() -> None:
     text = "x\n\n```python\na = 1\n```\n\ntext\n\n    indented\n\n```\nb\n```\n"
     assert code_blocks(text) == ["a = 1\n", "indented\n", "b\n"]
+
+
+# Markdown's building blocks and the characters that have broken renderers: carriage returns,
+# lone surrogates, tabs, zero-width and bidi characters, NUL.
+MARKDOWN_PIECES = st.sampled_from([
+    "# ", "## ", "- ", "* ", "+ ", "1. ", "2) ", "> ", "```", "```python", "~~~", "    ", "  ",
+    "| a | b |", "|---|---|", "---", "***", "**", "_", "`", "[x](u)", "![i](u)", "<b>", "\\",
+    "\n", "\n\n", "\r", "\r\n", "\t", "\u200b", "\u202e", "\ud83c", "\udf89", "\x00",
+    "word", "two words", "é", "中文", "🎉", "1", "9.", ":", "=", "==="])
+MARKDOWN_TEXT = st.lists(st.one_of(MARKDOWN_PIECES, st.text(max_size=4)), max_size=40).map(
+    "".join)
+
+
+@given(MARKDOWN_TEXT, st.lists(st.integers(min_value=0, max_value=300), max_size=8),
+       st.sampled_from([20, 57, 80]))
+@example("a\rb\r", [2], 40)
+@example("- x\r\n- y\r", [3, 4], 40)
+def test_any_text_cut_anywhere_renders_as_a_full_render_and_never_raises(
+        text: str, cuts: list[int], width: int) -> None:
+    console = Console(width=width, force_terminal=True, color_system="truecolor")
+    renderer = BlockRenderer(console=console)
+    so_far, start = "", 0
+    for bound in [*sorted({min(cut, len(text)) for cut in cuts}), len(text)]:
+        renderer.append(text[start:bound])
+        so_far += text[start:bound]
+        start = bound
+        shown = [repr(list(strip)) for strip in renderer.lines(width)]
+        normalised = so_far.replace("\r\n", "\n").replace("\r", "\n")
+        assert shown == full_render(console, normalised, width), f"after {so_far[-60:]!r}"

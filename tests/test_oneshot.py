@@ -29,7 +29,6 @@ from typing import TypeVar
 import pytest
 
 from termchat.devserver import ProviderServer, Request, Script
-from termchat.oneshot import Sanitizer, SurrogateJoiner
 
 _found = shutil.which("termchat", path=str(Path(sys.executable).parent))
 assert _found, "termchat is not installed in this environment (pip install -e .)"
@@ -37,6 +36,8 @@ TERMCHAT: str = _found
 
 # SDK retries would add a second per failed request; tests want the first answer.
 BASE_CONFIG = "[defaults]\nmax_retries = 0\n"
+UNCAPPED = ("no --max-tokens was set, so the server's own limit or its context window ended it: "
+            "ask for a shorter answer, or start a new conversation")
 Run = subprocess.CompletedProcess[bytes]
 
 
@@ -149,6 +150,8 @@ CASES: dict[str, Case] = {
                   args=["-u", "hi"]),
     "usage-unknown": Case(Script(text="hello", usage="never"), args=["--usage", "hi"]),
     "cut-openai": Case(Script(text="cut sh", finish="length")),
+    "cut-openai-capped": Case(Script(text="cut sh", finish="length"),
+                              args=["--max-tokens", "5", "hi"]),
     "cut-openai-u": Case(Script(text="cut sh", finish="length"), args=["-u", "hi"]),
     "cut-anthropic-u": Case(Script(text="cut sh", finish="max_tokens"), args=["-u", "hi"],
                             provider="anthropic"),
@@ -395,19 +398,20 @@ def test_unknown_usage_is_printed_as_unknown(results: dict[str, Result]) -> None
     assert "~" in line, "a rate estimated from characters is marked as an estimate"
 
 
-@pytest.mark.parametrize(("case", "reason"), [("cut-openai", "length"),
-                                              ("cut-openai-u", "length"),
-                                              ("cut-anthropic-u", "max_tokens")])
+@pytest.mark.parametrize(("case", "reason", "advice"), [
+    ("cut-openai", "length — hit the length limit", UNCAPPED),
+    ("cut-openai-capped", "length — hit the length limit", "raise --max-tokens for more"),
+    ("cut-openai-u", "length — hit the length limit", UNCAPPED),
+    ("cut-anthropic-u", "max_tokens — hit max_tokens", "raise --max-tokens for more")])
 def test_truncated_reply_warns_and_succeeds(results: dict[str, Result], case: str,
-                                            reason: str) -> None:
+                                            reason: str, advice: str) -> None:
     result = results[case]
     assert result.run.returncode == 0
     assert result.run.stdout == b"cut sh\n"
-    warning = (f"termchat: warning: the reply was cut off ({reason} — hit max_tokens); "
-               "raise --max-tokens for more.")
+    warning = f"termchat: warning: the reply was cut off ({reason}); {advice}."
     if "-u" in CASES[case].args:
         assert result.stderr[0] == warning
-        assert result.stderr[1].startswith(f"finish {reason} · ")
+        assert result.stderr[1].startswith(f"finish {reason.split()[0]} · ")
         assert len(result.stderr) == 2
     else:
         assert result.stderr == [warning]
@@ -559,19 +563,3 @@ def test_broken_pipe_exits_quietly_and_hangs_up(provider_server: ProviderServer,
     assert run.stderr == b""
     provider_server.wait_for_disconnect(timeout=2)
 
-
-# --- text hygiene -------------------------------------------------------------------------
-
-
-def test_sanitizer_removes_escape_sequences_even_split_across_chunks() -> None:
-    sanitizer = Sanitizer()
-    chunks = ["Hi\x1b[2J\x1b[H there\x1b]0;pwn", "ed\x07 and\x1b", "[5A up\r\n",
-              "tab\there \x9b2J bell\x07 \x1bP dcs \x1b\\ ok\x1b"]
-    out = "".join(sanitizer.feed(chunk) for chunk in chunks) + sanitizer.flush()
-    assert out == "Hi there and up\ntab\there 2J bell  ok"
-
-
-def test_surrogate_halves_split_across_chunks_are_joined() -> None:
-    joiner = SurrogateJoiner()
-    out = joiner.feed("a\ud83c") + joiner.feed("\udf89b") + joiner.feed("\ud83c")
-    assert out + joiner.flush() == "a🎉b\ufffd"

@@ -139,7 +139,7 @@ async def test_screen_is_exact_after_a_long_reply_finishes(
     ("provider", "finish_reason", "expected"),
     [
         ("openai", "stop", "finish stop"),
-        ("openai", "length", "finish length — hit max_tokens"),
+        ("openai", "length", "finish length — hit the length limit"),
         ("openai", "content_filter", "finish content_filter — cut by the content filter"),
         ("anthropic", "end_turn", "finish end_turn"),
         ("anthropic", "max_tokens", "finish max_tokens — hit max_tokens"),

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, NoReturn
 
 from termchat import __version__
 from termchat.config import Config, ModelConfig, NotConfiguredError, load_config
-from termchat.errors import TermchatError, UsageError
+from termchat.errors import EXIT_INTERRUPTED, TermchatError, UsageError
+from termchat.untrusted import safe_line
 
 if TYPE_CHECKING:
     from termchat.history import HistoryStore
@@ -120,10 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(first_run_help(exc))
         return exc.exit_code
     except TermchatError as exc:
-        print(f"termchat: {exc}", file=sys.stderr)
+        print(safe_line(f"termchat: {exc}"), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _main(argv: list[str], *, exit_now: bool = False) -> int:
@@ -135,7 +136,7 @@ def _main(argv: list[str], *, exit_now: bool = False) -> int:
         return run_view(args, view)
     config = load_config(args.config)
     for warning in config.warnings:
-        print(f"termchat: {warning}", file=sys.stderr)
+        print(safe_line(f"termchat: {warning}"), file=sys.stderr)
     history = config.history and not args.no_history
     interactive = (not args.prompt and sys.stdin is not None and sys.stdin.isatty()
                    and sys.stdout.isatty() and not (args.json or args.no_stream))
@@ -269,7 +270,7 @@ def _overridden(model: ModelConfig, args: argparse.Namespace) -> ModelConfig:
 
 def _warn(line: str) -> None:
     """History's one-line warnings (unavailable, a save that failed) on stderr."""
-    print(f"termchat: warning: {line}", file=sys.stderr)
+    print(safe_line(f"termchat: warning: {line}"), file=sys.stderr)
 
 
 def first_run_help(exc: NotConfiguredError) -> str:

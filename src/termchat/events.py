@@ -25,7 +25,8 @@ _FINISH: dict[str, tuple[FinishKind, str]] = {
     "stop": (FinishKind.COMPLETE, ""),
     "end_turn": (FinishKind.COMPLETE, ""),
     "stop_sequence": (FinishKind.COMPLETE, "hit a stop sequence"),
-    "length": (FinishKind.LENGTH, "hit max_tokens"),
+    # OpenAI's `length` is max_tokens, or a compatible server's own limit or context window.
+    "length": (FinishKind.LENGTH, "hit the length limit"),
     "max_tokens": (FinishKind.LENGTH, "hit max_tokens"),
     "content_filter": (FinishKind.FILTERED, "cut by the content filter"),
     "refusal": (FinishKind.REFUSAL, "the model refused"),
@@ -103,8 +104,19 @@ class Finish:
         return self.kind in (FinishKind.LENGTH, FinishKind.CONTEXT)
 
     def describe(self) -> str:
-        """`stop`, or `length — hit max_tokens` for the unusual ones."""
+        """`stop`, or `max_tokens — hit max_tokens` for the unusual ones."""
         return f"{self.reason} — {self.meaning}" if self.meaning else self.reason
 
 
-Event = TextDelta | ReasoningDelta | Usage | Finish
+@dataclass(frozen=True, slots=True)
+class Retrying:
+    """The request failed before its reply started and is sent again in `delay` seconds:
+    attempt `attempt` of `attempts`, because of `reason` (the error's one sentence)."""
+
+    delay: float
+    attempt: int
+    attempts: int
+    reason: str
+
+
+Event = TextDelta | ReasoningDelta | Usage | Finish | Retrying

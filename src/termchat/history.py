@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from termchat.config import data_dir
 from termchat.errors import ConfigError, ProviderError, TermchatError
 from termchat.events import Finish, FinishKind, Usage
+from termchat.untrusted import repair, safe_line
 
 # `termchat.turn` (and so asyncio) is imported only when a conversation is loaded: listing,
 # searching and exporting stay quick to start.
@@ -245,19 +246,23 @@ class HistoryStore:
 
     @classmethod
     def open(cls, path: Path | str | None = None, *, timeout: float = DEFAULT_TIMEOUT,
-             warn: Warn | None = None) -> HistoryStore:
+             warn: Warn | None = None, reading: bool = False) -> HistoryStore:
         """Open (creating and migrating as needed) the database, `history.db` in the data dir.
 
-        Raises `HistoryUnavailable` with one line when it cannot be read and written. `warn`
-        receives the one line said when a later write fails (default: stderr).
+        Raises `HistoryUnavailable` with one line when it cannot be read and written; with
+        `reading`, a file this user may not write is opened to be read only (it must exist).
+        `warn` receives the one line said when a later write fails (default: stderr).
         """
         path = Path(path) if path is not None else default_path()
+        if reading and path.exists() and not os.access(path, os.W_OK):
+            return cls._open_read_only(path, timeout, warn)
         try:
             _create_private(path)
             db = sqlite3.connect(path, timeout=timeout, isolation_level=None,
                                  check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise HistoryUnavailable(_problem(path, exc, timeout)) from None
+        db.text_factory = _lenient_text
         # SQLite quietly opens a file it may not write read-only, and an empty transaction
         # succeeds on it: only the first prompt would fail.
         if not os.access(path, os.W_OK):
@@ -274,6 +279,24 @@ class HistoryStore:
             reason = exc.message if isinstance(exc, HistoryError) else \
                 _problem(path, exc, timeout)
             raise HistoryUnavailable(reason) from None
+        return cls(db, path, timeout, warn)
+
+    @classmethod
+    def _open_read_only(cls, path: Path, timeout: float, warn: Warn | None) -> HistoryStore:
+        try:
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                 timeout=timeout, isolation_level=None,
+                                 check_same_thread=False)
+            db.text_factory = _lenient_text
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise HistoryUnavailable(_problem(path, exc, timeout)) from None
+        if version != SCHEMA_VERSION:
+            db.close()
+            older = "an older" if version < SCHEMA_VERSION else "a newer"
+            raise HistoryUnavailable(f"{path} was written by {older} termchat and is "
+                                     "read-only, so it cannot be brought up to date (make it "
+                                     "writable once)")
         return cls(db, path, timeout, warn)
 
     def close(self) -> None:
@@ -484,7 +507,7 @@ class ConversationRecord:
             if self.id is None:
                 cid = db.execute(
                     "INSERT INTO conversations (title, model, created, updated) "
-                    "VALUES (?, ?, ?, ?)", (_title(prompt), model.name, now, now)).lastrowid
+                    "VALUES (?, ?, ?, ?)", (_title(repair(prompt)), model.name, now, now)).lastrowid
             else:
                 cid = self.id
                 if not db.execute("UPDATE conversations SET model = ?, updated = ? WHERE id = ?",
@@ -495,7 +518,7 @@ class ConversationRecord:
             insert = ("INSERT INTO messages (conversation_id, seq, role, text, model, provider, "
                       "status, writer_host, writer_pid, created, updated) "
                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-            db.execute(insert, (cid, seq, "user", prompt, model.model, model.provider,
+            db.execute(insert, (cid, seq, "user", repair(prompt), model.model, model.provider,
                                 "complete", None, None, now, now))
             reply_id = db.execute(insert, (cid, seq + 1, "assistant", "", model.model,
                                            model.provider, "streaming", _host(), os.getpid(),
@@ -521,8 +544,8 @@ class MessageRecorder:
         # After one failure, stop: each retry could block the chat for the lock timeout.
         if not self._checkpoints:
             return
-        values = (reply.text, reply.reasoning, *_usage(reply.usage), reply.ttft, reply.elapsed,
-                  time.time(), self.message_id)
+        values = (repair(reply.text), repair(reply.reasoning), *_usage(reply.usage), reply.ttft,
+                  reply.elapsed, time.time(), self.message_id)
         if self.store._write(lambda db: db.execute(
                 "UPDATE messages SET text = ?, reasoning = ?, status = 'streaming', "
                 "input_tokens = ?, output_tokens = ?, cached_tokens = ?, reasoning_tokens = ?, "
@@ -534,10 +557,10 @@ class MessageRecorder:
         status = reply.status.value if reply.status.final else "interrupted"
         error, finish = reply.error, reply.finish
         now = time.time()
-        values = (reply.text, reply.reasoning, reply.model, reply.provider, status,
+        values = (repair(reply.text), repair(reply.reasoning), reply.model, reply.provider, status,
                   None if finish is None else finish.reason,
                   None if finish is None else finish.kind.value, *_usage(reply.usage),
-                  reply.ttft, reply.elapsed, None if error is None else error.message,
+                  reply.ttft, reply.elapsed, None if error is None else repair(error.message),
                   None if error is None else error.kind, now, self.message_id)
 
         def write(db: sqlite3.Connection) -> None:
@@ -823,5 +846,11 @@ def _not_a_directory(path: Path) -> str | None:
     return None
 
 
+def _lenient_text(data: bytes) -> str:
+    """A damaged row (not UTF-8) is read with replacement characters instead of failing, and
+    its bytes never reach an error message."""
+    return data.decode("utf-8", "replace")
+
+
 def _warn_stderr(message: str) -> None:
-    print(message, file=sys.stderr)
+    print(safe_line(message), file=sys.stderr)

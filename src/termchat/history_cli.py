@@ -9,11 +9,11 @@ never creates the database.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import datetime
 from typing import IO, TYPE_CHECKING
 
+from termchat.errors import EXIT_BROKEN_PIPE, silence
 from termchat.history import (
     ConversationNotFound,
     HistoryError,
@@ -23,6 +23,7 @@ from termchat.history import (
     StoredMessage,
     default_path,
 )
+from termchat.untrusted import json_text, safe, safe_line
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -42,8 +43,6 @@ def run_view(args: argparse.Namespace, view: str) -> int:
     try:
         _run(args, view, out, tty=out.isatty())
     except BrokenPipeError:
-        from termchat.oneshot import EXIT_BROKEN_PIPE, silence
-
         # The reader went away (`| head`): nothing more to say, and nowhere to say it.
         silence(out)
         return EXIT_BROKEN_PIPE
@@ -59,7 +58,7 @@ def _run(args: argparse.Namespace, view: str, out: IO[str], *, tty: bool) -> Non
         _note("no conversations are stored yet.")
         return
     try:
-        store = HistoryStore.open(path)
+        store = HistoryStore.open(path, reading=True)
     except HistoryUnavailable as exc:
         raise HistoryError(f"history: {exc.reason}") from None
     limit = DEFAULT_LIMIT if args.limit is None else args.limit
@@ -71,11 +70,10 @@ def _run(args: argparse.Namespace, view: str, out: IO[str], *, tty: bool) -> Non
         elif view == "--show":
             _show(store.get(args.show), out, tty=tty)
         elif args.format == "json":
-            json.dump(store.export_json(args.export), out, ensure_ascii=False, indent=2)
-            out.write("\n")
+            out.write(json_text(store.export_json(args.export), indent=2) + "\n")
         else:
             markdown = store.export_markdown(args.export)
-            out.write(_clean(markdown) if tty else markdown)
+            out.write(safe(markdown) if tty else markdown)
 
 
 def _list(store: HistoryStore, limit: int, out: IO[str], *, tty: bool) -> None:
@@ -98,8 +96,8 @@ def _list(store: HistoryStore, limit: int, out: IO[str], *, tty: bool) -> None:
     table.add_column("Title")
     for c in conversations:
         # Text, not str: a title like "[bold]" must not be read as Rich markup.
-        table.add_row(str(c.id), _date(c.updated), Text(_clean(c.model)),
-                      str(c.message_count), Text(_clean(c.title)))
+        table.add_row(str(c.id), _date(c.updated), Text(safe(c.model)),
+                      str(c.message_count), Text(safe(c.title)))
     _console(out).print(table)
 
 
@@ -124,7 +122,7 @@ def _search(store: HistoryStore, text: str, limit: int, out: IO[str], *, tty: bo
     table.add_column("Match")
     for hit in hits:
         table.add_row(str(hit.conversation_id), _date(hit.created), hit.role,
-                      Text(_clean(hit.title)), _highlighted(_clean(hit.snippet)))
+                      Text(safe(hit.title)), _highlighted(safe(hit.snippet)))
     _console(out).print(table)
 
 
@@ -150,15 +148,15 @@ def _show(stored: StoredConversation, out: IO[str], *, tty: bool) -> None:
     from rich.text import Text
 
     console = _console(out)
-    console.print(Text(f"Conversation {stored.id}: {_clean(stored.title)}", style="bold"))
-    console.print(Text(_clean(head), style="dim"))
+    console.print(Text(f"Conversation {stored.id}: {safe(stored.title)}", style="bold"))
+    console.print(Text(safe(head), style="dim"))
     for message in stored.messages:
         console.print()
         style = "bold cyan" if message.role == "user" else "bold magenta"
         if message.status not in ("complete", "streaming"):
             style = "bold yellow"
-        console.print(Text(f"─── {_clean(_describe(message))}", style=style))
-        text = _clean(message.text)
+        console.print(Text(f"─── {safe(_describe(message))}", style=style))
+        text = safe(message.text)
         if message.role == "assistant" and text.strip():
             console.print(Markdown(text, code_theme=_CODE_THEME))
         else:
@@ -196,17 +194,9 @@ def _date(seconds: float) -> str:
     return datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M")
 
 
-def _clean(text: str) -> str:
-    """`text` without control characters and escape sequences, for a terminal."""
-    from termchat.oneshot import Sanitizer
-
-    sanitizer = Sanitizer()
-    return sanitizer.feed(text) + sanitizer.flush()
-
-
 def _note(line: str) -> None:
     """A friendly line on stderr, keeping stdout empty for scripts."""
-    print(f"termchat: {line}", file=sys.stderr)
+    print(safe_line(f"termchat: {line}"), file=sys.stderr)
 
 
 def _console(out: IO[str]) -> Console:

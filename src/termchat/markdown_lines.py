@@ -54,8 +54,10 @@ class MarkdownLines:
         # Set before the first `lines()`; the TUI's widgets get the app's once mounted.
         self.console = console
         self._parser = markdown_parser()
-        self._parts: list[str] = [text] if text else []
-        self._dirty = bool(text)
+        self._parts: list[str] = []
+        self._after_cr = False
+        self._dirty = False
+        self.append(text)
         self._width = 0
         # Text up to `_settled_end` is rendered into `_settled`; the rest is the tail.
         self._settled_end = 0
@@ -74,9 +76,18 @@ class MarkdownLines:
         return self._parts[0] if self._parts else ""
 
     def append(self, fragment: str) -> None:
-        if fragment:
-            self._parts.append(fragment)
-            self._dirty = True
+        # Line breaks as the parser reads them (CRLF and CR are newlines): token line numbers
+        # then count the same lines as the text. A CR ending one fragment was a newline
+        # already; an LF starting the next one is part of it.
+        if self._after_cr and fragment.startswith("\n"):
+            fragment = fragment[1:]
+        if not fragment:
+            return
+        self._after_cr = fragment.endswith("\r")
+        if "\r" in fragment:
+            fragment = fragment.replace("\r\n", "\n").replace("\r", "\n")
+        self._parts.append(fragment)
+        self._dirty = True
 
     @property
     def stable_lines(self) -> int:

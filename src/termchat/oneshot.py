@@ -11,26 +11,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
-import os
-import re
 import signal
 import sys
 import time
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from termchat.config import ModelConfig
-from termchat.errors import TermchatError, UsageError
-from termchat.events import Event, FinishKind, ReasoningDelta, TextDelta
+from termchat.errors import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    TermchatError,
+    UsageError,
+    silence,
+)
+from termchat.events import Event, FinishKind, ReasoningDelta, Retrying, TextDelta
 from termchat.turn import Conversation, Reply, Status
+from termchat.untrusted import SafeStream, json_text, repair, safe_line
 
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderResult
     from rich.segment import Segment
-
-EXIT_INTERRUPTED = 128 + signal.SIGINT
-EXIT_TERMINATED = 128 + signal.SIGTERM
-EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 # What to do about a reply that stopped early; truncation is still a success (exit 0).
 _CUT_ADVICE = {
@@ -38,6 +39,9 @@ _CUT_ADVICE = {
     FinishKind.CONTEXT: "; shorten the input for more",
     FinishKind.FILTERED: "",
 }
+# A length finish with no cap sent: the server's own limit or its context window ended it.
+_UNCAPPED_ADVICE = ("; no --max-tokens was set, so the server's own limit or its context "
+                    "window ended it: ask for a shorter answer, or start a new conversation")
 
 
 def run_oneshot(args: argparse.Namespace, conversation: Conversation) -> int:
@@ -60,8 +64,13 @@ def run_oneshot(args: argparse.Namespace, conversation: Conversation) -> int:
         code = EXIT_TERMINATED if signals.terminated else EXIT_INTERRUPTED
     except TermchatError as exc:
         error, code = exc, exc.exit_code
-    except BrokenPipeError:
-        # The reader went away (`| head`): nothing more to say, and nowhere to say it.
+    except Exception:
+        # A bug: the traceback is for it, but the terminal gets its cursor back first.
+        sink.close(None, None, interrupted=True)
+        raise
+    if signals.pipe_closed:
+        # The reader went away (`| head`): the reply was cancelled and stored as it stood;
+        # nothing more to say, and nowhere to say it.
         silence(sys.stdout)
         return EXIT_BROKEN_PIPE
     # None when this run's exchange never started (a missing key): not an earlier reply.
@@ -72,7 +81,7 @@ def run_oneshot(args: argparse.Namespace, conversation: Conversation) -> int:
         silence(sys.stdout)
         return EXIT_BROKEN_PIPE
     try:
-        _report(reply, error, usage=args.usage, out=sys.stderr)
+        _report(reply, error, conversation.model, usage=args.usage, out=sys.stderr)
     except BrokenPipeError:
         silence(sys.stderr)
     return code
@@ -99,17 +108,26 @@ def read_prompt(words: list[str], stdin: IO[str] | None) -> str:
 
 
 class _Signals:
-    """SIGTERM takes the same path as Ctrl+C (cancel the turn, keep the output), and is
-    remembered so the exit code can say which it was."""
+    """SIGTERM and a closed stdout take the same path as Ctrl+C (cancel the turn, keep what
+    arrived), and are remembered so the exit code can say which it was."""
 
     def __init__(self) -> None:
         self.terminated = False
+        self.pipe_closed = False
 
     def terminate(self, task: asyncio.Task[Any]) -> None:
         self.terminated = True
-        # Cancel once: a second cancel can leak a pooled connection in httpx.
-        if not task.cancelling():
-            task.cancel()
+        _cancel(task)
+
+    def close_pipe(self, task: asyncio.Task[Any]) -> None:
+        self.pipe_closed = True
+        _cancel(task)
+
+
+def _cancel(task: asyncio.Task[Any]) -> None:
+    # Cancel once: a second cancel can leak a pooled connection in httpx.
+    if not task.cancelling():
+        task.cancel()
 
 
 async def _exchange(conversation: Conversation, prompt: str, sink: _Sink,
@@ -127,7 +145,12 @@ async def _exchange(conversation: Conversation, prompt: str, sink: _Sink,
         if not gc.isenabled():
             gc.freeze()
             gc.enable()
-        sink.on_event(event)
+        if isinstance(event, Retrying) and not sink.shows_retries and sys.stderr.isatty():
+            print(safe_line(f"termchat: {retry_line(event)}"), file=sys.stderr, flush=True)
+        try:
+            sink.on_event(event)
+        except BrokenPipeError:
+            signals.close_pipe(task)
 
     try:
         await conversation.send(prompt, on_event)
@@ -136,32 +159,34 @@ async def _exchange(conversation: Conversation, prompt: str, sink: _Sink,
         await conversation.aclose()
 
 
-def silence(stream: IO[str]) -> None:
-    """Point a broken stream's descriptor at /dev/null, so the flush at interpreter exit
-    succeeds instead of printing "Exception ignored ... BrokenPipeError"."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, stream.fileno())
-    os.close(devnull)
-
-
-def _report(reply: Reply | None, error: TermchatError | None, *, usage: bool,
-            out: IO[str]) -> None:
+def _report(reply: Reply | None, error: TermchatError | None, model: ModelConfig, *,
+            usage: bool, out: IO[str]) -> None:
     """The stderr lines: a cut-off warning, the error, then the -u usage line.
 
-    Finish reasons and error messages are the server's words, so they are cleaned of control
-    characters like the reply itself.
+    Finish reasons and error messages are the server's words: they pass the sanitiser like
+    the reply itself.
     """
     lines: list[str] = []
     finish = reply.finish if reply is not None else None
     if finish is not None and finish.kind in _CUT_ADVICE:
+        advice = _CUT_ADVICE[finish.kind]
+        if finish.kind is FinishKind.LENGTH and model.max_tokens is None \
+                and model.provider == "openai":
+            advice = _UNCAPPED_ADVICE
         lines.append(f"termchat: warning: the reply was cut off ({finish.describe()})"
-                     f"{_CUT_ADVICE[finish.kind]}.")
+                     f"{advice}.")
     if error is not None:
         lines.append(f"termchat: {error}")
     if usage and reply is not None:
         lines.append(usage_line(reply))
     for line in lines:
-        print(_CONTROLS.sub("", line), file=out)
+        print(safe_line(line), file=out)
+
+
+def retry_line(event: Retrying) -> str:
+    """`Rate limited by … (429); retry after 30 s. Retrying in 30 s (2 of 3).`"""
+    return f"{event.reason} Retrying in {event.delay:.0f} s ({event.attempt} of " \
+           f"{event.attempts})."
 
 
 def usage_line(reply: Reply) -> str:
@@ -190,7 +215,7 @@ def json_result(reply: Reply | None, model: ModelConfig,
     usage = reply.usage if reply is not None else None
     finish = reply.finish if reply is not None else None
     result: dict[str, Any] = {
-        "text": _repair(reply.text) if reply is not None else "",
+        "text": repair(reply.text) if reply is not None else "",
         "model": reply.model if reply is not None else model.model,
         "provider": reply.provider if reply is not None else model.provider,
         "finish_reason": finish.reason if finish else None,
@@ -217,75 +242,13 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-# --- text hygiene -------------------------------------------------------------------------
-
-
-def _repair(text: str) -> str:
-    """`text` as encodable Unicode: UTF-16 surrogate pairs joined, lone surrogates replaced.
-
-    JSON allows `\\ud83c\\udf89` escapes, and a server that cuts strings by UTF-16 index sends
-    an emoji's two halves in two chunks; Python decodes each to a lone surrogate.
-    """
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
-
-
-class SurrogateJoiner:
-    """Repairs streamed text chunk by chunk, holding back a trailing high surrogate until the
-    chunk with its other half arrives."""
-
-    def __init__(self) -> None:
-        self._held = ""
-
-    def feed(self, text: str) -> str:
-        text = self._held + text
-        self._held = text[-1] if text and "\ud800" <= text[-1] <= "\udbff" else ""
-        return _repair(text[:-1] if self._held else text)
-
-    def flush(self) -> str:
-        held, self._held = self._held, ""
-        return _repair(held)
-
-
-# Everything in a model's text that a terminal would obey rather than show: CSI sequences,
-# OSC and the other string sequences (up to their terminator, or the end of the line), other
-# escapes, and every C0 / C1 control character but tab and newline.
-_CONTROLS = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]"
-    r"|\x1b[\]PX^_][^\x07\x1b\n]*(?:\x07|\x1b\\)?"
-    r"|\x1b[ -/]*[0-~]"
-    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
-)
-# An escape sequence the text ends in the middle of; the next chunk may complete it.
-_UNFINISHED = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|[\]PX^_][^\x07\x1b\n]*|[ -/]*)\Z")
-
-
-class Sanitizer:
-    """Removes control characters and escape sequences from streamed text, including
-    sequences split across chunks, so a reply can never clear the screen, set the window
-    title or move the cursor."""
-
-    def __init__(self) -> None:
-        self._held = ""
-
-    def feed(self, text: str) -> str:
-        text = self._held + text
-        unfinished = _UNFINISHED.search(text)
-        self._held = unfinished.group() if unfinished else ""
-        return _CONTROLS.sub("", text[:unfinished.start()] if unfinished else text)
-
-    def flush(self) -> str:
-        held, self._held = self._held, ""
-        return _CONTROLS.sub("", held)
-
-
 # --- sinks --------------------------------------------------------------------------------
 
 
 class _Sink(Protocol):
+    shows_retries: bool
+    """Whether the sink shows `Retrying` events itself (otherwise a terminal's stderr does)."""
+
     def start(self) -> None:
         """Called once, just before the request is sent."""
 
@@ -309,10 +272,11 @@ class _PipeSink:
     """stdout is not a terminal: the model's text exactly, flushed chunk by chunk as it arrives
     (so `| tee` shows it live), then one newline. No escape codes, no status."""
 
+    shows_retries = False
+
     def __init__(self, out: BinaryIO, *, stream: bool) -> None:
         self._out = out
         self._stream = stream
-        self._joiner = SurrogateJoiner()
         self._wrote = False
 
     def start(self) -> None:
@@ -320,13 +284,13 @@ class _PipeSink:
 
     def on_event(self, event: Event) -> None:
         if self._stream and isinstance(event, TextDelta):
-            self._write(self._joiner.feed(event.text))
+            self._write(event.text)
 
     def close(self, reply: Reply | None, error: TermchatError | None, *,
               interrupted: bool) -> None:
         # A partial reply is printed too (with --no-stream as well): it is never lost.
-        text = self._joiner.flush() if self._stream else _repair(reply.text if reply else "")
-        self._write(text)
+        if not self._stream:
+            self._write(repair(reply.text if reply else ""))
         if self._wrote or (reply is not None and reply.status is Status.COMPLETE):
             self._out.write(b"\n")
             self._out.flush()
@@ -340,6 +304,8 @@ class _PipeSink:
 
 class _JsonSink:
     """`--json`: one object on stdout at the end, also when the reply failed or was cut."""
+
+    shows_retries = False
 
     def __init__(self, out: BinaryIO, model: ModelConfig) -> None:
         self._out = out
@@ -357,7 +323,7 @@ class _JsonSink:
             # A usage or configuration error: there was no exchange to describe.
             return
         result = json_result(reply, self._model, error)
-        self._out.write(json.dumps(result, ensure_ascii=False).encode() + b"\n")
+        self._out.write(json_text(result).encode() + b"\n")
         self._out.flush()
 
 
@@ -409,6 +375,8 @@ class _TerminalSink:
     terminal.
     """
 
+    shows_retries = True
+
     def __init__(self, label: str, *, live: bool) -> None:
         from rich.console import Console
         from rich.live import Live
@@ -422,8 +390,7 @@ class _TerminalSink:
         self._live = Live(Text(f"waiting for {label}…", style="dim"), console=self._console,
                           auto_refresh=False, redirect_stdout=False, redirect_stderr=False,
                           vertical_overflow="visible") if live else None
-        self._joiner = SurrogateJoiner()
-        self._sanitizer = Sanitizer()
+        self._safe = SafeStream()
         self._markdown = MarkdownLines(console=self._console)
         self._text_seen = False
         # How many of the reply's lines are printed for good.
@@ -438,11 +405,17 @@ class _TerminalSink:
     def on_event(self, event: Event) -> None:
         if isinstance(event, TextDelta):
             self._text_seen = True
-            self._markdown.append(self._sanitizer.feed(self._joiner.feed(event.text)))
+            self._markdown.append(self._safe.feed(event.text))
         elif isinstance(event, ReasoningDelta) and not self._text_seen and self._live:
             from rich.text import Text
 
             self._live.update(Text("thinking…", style="dim"))
+        elif isinstance(event, Retrying) and self._live:
+            from rich.text import Text
+
+            self._live.update(Text(safe_line(retry_line(event)), style="dim"))
+            self._live.refresh()
+            return
         else:
             return
         if self._live is not None and self._timer is None:
@@ -454,8 +427,7 @@ class _TerminalSink:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._markdown.append(self._sanitizer.feed(self._joiner.flush())
-                              + self._sanitizer.flush())
+        self._markdown.append(self._safe.flush())
         if self._live is None:
             if self._markdown.text.strip():
                 self._console.print(_Lines(self._markdown.lines(self._width), end=True))

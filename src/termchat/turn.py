@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import aclosing
@@ -16,7 +17,7 @@ from typing import Protocol
 
 from termchat.config import ModelConfig
 from termchat.errors import ProviderError, StreamInterruptedError
-from termchat.events import Event, Finish, ReasoningDelta, TextDelta, Usage
+from termchat.events import Event, Finish, ReasoningDelta, Retrying, TextDelta, Usage
 from termchat.providers import ChatRequest, Message, Provider, open_provider
 
 
@@ -48,6 +49,9 @@ class Reply:
     started_at: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
     ended_at: float | None = None
+    retry: Retrying | None = None
+    """While waiting to send the request again: why, and `retry_at` says until when."""
+    retry_at: float = 0.0
     _parts: list[str] = field(default_factory=list, repr=False)
 
     def __post_init__(self, initial_text: str) -> None:
@@ -107,36 +111,32 @@ async def run_turn(provider: Provider, request: ChatRequest, reply: Reply,
                    on_event: EventSink | None = None, recorder: Recorder | None = None) -> Reply:
     """Stream one reply into `reply`, calling `on_event` for every event.
 
-    Cancelling the task running this closes the HTTP stream at once and leaves `reply`
-    `cancelled` with its partial text; provider errors leave it `error` / `interrupted` and
-    are re-raised. The recorder sees checkpoints while it streams and the final state once.
+    A failure before the reply starts is retried up to the model's `max_retries` times when
+    the error says it may pass (`Retrying` events say when and why). Cancelling the task
+    running this closes the HTTP stream at once and leaves `reply` `cancelled` with its
+    partial text; provider errors leave it `error` / `interrupted` and are re-raised. The
+    recorder sees checkpoints while it streams and the final state once.
     """
-    next_checkpoint = time.monotonic() + CHECKPOINT_SECONDS
     try:
-        async with aclosing(provider.stream(request)) as events:
-            async for event in events:
-                match event:
-                    case TextDelta(text):
-                        if reply.first_token_at is None:
-                            reply.first_token_at = time.monotonic()
-                            reply.status = Status.STREAMING
-                        reply.add_text(text)
-                    case ReasoningDelta(text):
-                        if reply.first_token_at is None:
-                            reply.first_token_at = time.monotonic()
-                            reply.status = Status.STREAMING
-                        reply.reasoning += text
-                    case Usage():
-                        reply.usage = reply.usage.merge(event)
-                    case Finish():
-                        reply.finish = event
-                if on_event is not None:
-                    result = on_event(event)
-                    if result is not None:
-                        await result
-                if recorder is not None and time.monotonic() >= next_checkpoint:
-                    next_checkpoint = time.monotonic() + CHECKPOINT_SECONDS
-                    recorder.checkpoint(reply)
+        attempt = 1
+        while True:
+            try:
+                await _stream(provider, request, reply, on_event, recorder)
+                break
+            except ProviderError as exc:
+                delay = _retry_delay(exc, attempt, provider.model.max_retries, reply)
+                if delay is None:
+                    if attempt > 1:
+                        exc.message = f"{exc.message.rstrip('.')} (tried {_times(attempt)} " \
+                                      f"in {time.monotonic() - reply.started_at:.0f} s)."
+                        exc.args = (exc.message,)
+                    raise
+                attempt += 1
+                event = Retrying(delay, attempt, provider.model.max_retries + 1, exc.message)
+                reply.retry, reply.retry_at = event, time.monotonic() + delay
+                await _deliver(on_event, event)
+                await asyncio.sleep(delay)
+                reply.retry = None
         reply.status = Status.COMPLETE
     except asyncio.CancelledError:
         reply.status = Status.CANCELLED
@@ -152,10 +152,62 @@ async def run_turn(provider: Provider, request: ChatRequest, reply: Reply,
         reply.status = Status.ERROR
         raise
     finally:
+        reply.retry = None
         reply.ended_at = time.monotonic()
         if recorder is not None:
             recorder.finish(reply)
     return reply
+
+
+async def _stream(provider: Provider, request: ChatRequest, reply: Reply,
+                  on_event: EventSink | None, recorder: Recorder | None) -> None:
+    next_checkpoint = time.monotonic() + CHECKPOINT_SECONDS
+    async with aclosing(provider.stream(request)) as events:
+        async for event in events:
+            match event:
+                case TextDelta(text):
+                    if reply.first_token_at is None:
+                        reply.first_token_at = time.monotonic()
+                        reply.status = Status.STREAMING
+                    reply.add_text(text)
+                case ReasoningDelta(text):
+                    if reply.first_token_at is None:
+                        reply.first_token_at = time.monotonic()
+                        reply.status = Status.STREAMING
+                    reply.reasoning += text
+                case Usage():
+                    reply.usage = reply.usage.merge(event)
+                case Finish():
+                    reply.finish = event
+            await _deliver(on_event, event)
+            if recorder is not None and time.monotonic() >= next_checkpoint:
+                next_checkpoint = time.monotonic() + CHECKPOINT_SECONDS
+                recorder.checkpoint(reply)
+
+
+async def _deliver(on_event: EventSink | None, event: Event) -> None:
+    if on_event is not None:
+        result = on_event(event)
+        if result is not None:
+            await result
+
+
+# The longest wait a server's Retry-After is honoured for; longer, the error is told at once.
+MAX_RETRY_WAIT = 60.0
+
+
+def _retry_delay(error: ProviderError, attempt: int, retries: int, reply: Reply) -> float | None:
+    """Seconds to wait before sending again, or None when the error is final."""
+    if not error.retryable or attempt > retries or reply.first_token_at is not None:
+        return None
+    if error.retry_after is not None:
+        return error.retry_after if error.retry_after <= MAX_RETRY_WAIT else None
+    # The SDKs' own backoff: 0.5 s doubling to 8 s, with up to a quarter of jitter.
+    return min(0.5 * 2 ** (attempt - 1), 8.0) * (1 - 0.25 * random.random())
+
+
+def _times(count: int) -> str:
+    return "twice" if count == 2 else f"{count} times"
 
 
 @dataclass

@@ -6,7 +6,11 @@ one mapping serves both; it is given the SDK module to test against.
 
 from __future__ import annotations
 
+import email.utils
+import json
+import math
 import socket
+import time
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,7 +24,9 @@ from termchat.errors import (
     ConnectionFailedError,
     ConnectTimeoutError,
     ContextLengthError,
+    MalformedStreamError,
     ModelNotFoundError,
+    NothingArrivedError,
     OverloadedError,
     ProviderError,
     RateLimitedError,
@@ -32,6 +38,7 @@ from termchat.errors import (
 )
 
 _DEFAULT_HOSTS = {"openai": "api.openai.com", "anthropic": "api.anthropic.com"}
+_API = {"openai": "OpenAI Chat Completions", "anthropic": "Anthropic Messages"}
 _MESSAGE_LIMIT = 200
 _CONTEXT_HINTS = ("context length", "context_length", "context window", "maximum context",
                   "prompt is too long", "too many tokens", "reduce the length", "too long")
@@ -46,18 +53,35 @@ def host_of(model: ModelConfig) -> str:
 
 def map_error(exc: BaseException, sdk: ModuleType, model: ModelConfig, *, started: bool,
               secrets: list[str]) -> ProviderError:
-    """The user-facing error for `exc`; `started` says whether reply headers had arrived."""
+    """The user-facing error for `exc`, anything an SDK or its transport raised; `started`
+    says whether the reply's headers had arrived."""
     error = _classify(exc, sdk, model, started)
+    if started:
+        error.retryable = False
     # The key gone from everything that prints the error: str(), repr() and args.
     error.message = redact(error.message, secrets)
     error.args = (error.message,)
     return error
 
 
-def ended_early(model: ModelConfig) -> StreamInterruptedError:
-    """The body ended cleanly but the provider never said the reply was finished."""
-    return StreamInterruptedError(f"The reply from {host_of(model)} ended before it finished "
-                                  "(no finish reason); the partial reply is kept, try again.")
+def ended_early(model: ModelConfig, *, received: bool, content_type: str) -> ProviderError:
+    """The body ended cleanly but the provider never said the reply was finished; `received`
+    says whether any of the reply arrived, `content_type` is the response's."""
+    host = host_of(model)
+    if received:
+        return StreamInterruptedError(f"The reply from {host} ended before it finished (no "
+                                      "finish reason); the partial reply is kept, try again.")
+    media = content_type.split(";")[0].strip().lower()
+    if media != "text/event-stream":
+        what = media or "a body of no content type"
+        return NothingArrivedError(
+            f"{host} answered with {what} instead of an event stream, so no reply arrived: "
+            f"base_url does not seem to point at the {_API[model.provider]} API (an "
+            "OpenAI-compatible server's usually ends in /v1); check base_url.")
+    return NothingArrivedError(
+        f"{host} ended the reply without sending any of it. The conversation may be too long "
+        "for this server's context window, or the server failed (its log says which); try a "
+        "new conversation or a shorter prompt.")
 
 
 def _classify(exc: BaseException, sdk: ModuleType, model: ModelConfig,
@@ -67,27 +91,60 @@ def _classify(exc: BaseException, sdk: ModuleType, model: ModelConfig,
         return _from_status(exc, model, host)
     if isinstance(exc, sdk.APITimeoutError | httpx2.TimeoutException):
         if not started and _caused_by(exc, httpx2.ConnectTimeout):
-            return ConnectTimeoutError(
+            return _retryable(ConnectTimeoutError(
                 f"Could not connect to {host} within {model.connect_timeout:g} s; check the "
-                "network or base_url, or raise connect_timeout.")
-        return StalledError(
+                "network or base_url, or raise connect_timeout."))
+        return _retryable(StalledError(
             f"{host} sent nothing for {model.idle_timeout:g} s, so the reply was stopped; try "
-            "again, or raise idle_timeout in the config.")
-    if isinstance(exc, sdk.APIConnectionError | httpx2.TransportError):
+            "again, or raise idle_timeout in the config."))
+    if isinstance(exc, sdk.APIConnectionError | httpx2.TransportError) and not _caused_by(
+            exc, httpx2.DecodingError):
         if started:
             return StreamInterruptedError(
                 f"The connection to {host} dropped mid-reply; the partial reply is kept, "
                 "try again.")
-        return ConnectionFailedError(f"Cannot reach {host} ({_connect_reason(exc)}); check "
-                                     "the network and base_url, then try again.")
-    if isinstance(exc, sdk.APIError):
+        return _retryable(ConnectionFailedError(
+            f"Cannot reach {host} ({_connect_reason(exc)}); check the network and base_url, "
+            "then try again."))
+    if isinstance(exc, sdk.APIError) and not isinstance(exc, sdk.APIResponseValidationError):
         # OpenAI reports an error event inside the stream as a bare APIError.
-        return StreamError(f"{host} reported an error mid-reply: {_message_of(exc)}; the "
-                           "partial reply is kept, try again.")
-    raise exc
+        return StreamError(f"{host} reported an error mid-reply ({_message_of(exc)}); "
+                           "try again.")
+    # Anything else the SDK or its transport raised is the server's doing: a body that does
+    # not decode, an event that is not JSON, a shape the SDK could not read.
+    where = "mid-reply; the partial reply is kept" if started else "instead of a reply"
+    return MalformedStreamError(f"{host} sent something that is not a valid "
+                                f"{_API[model.provider]} response ({_malformed(exc)}) {where}; "
+                                "try again, and if it repeats, check base_url and the server.")
+
+
+def _retryable(error: ProviderError) -> ProviderError:
+    error.retryable = True
+    return error
+
+
+def _malformed(exc: BaseException) -> str:
+    if _caused_by(exc, httpx2.DecodingError):
+        return "its body does not decode as its content-encoding says"
+    if _caused_by(exc, json.JSONDecodeError):
+        return "an event that is not valid JSON"
+    if _caused_by(exc, UnicodeDecodeError):
+        return "text that is not UTF-8"
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:_MESSAGE_LIMIT]}"
 
 
 def _from_status(exc: Any, model: ModelConfig, host: str) -> ProviderError:
+    error = _status_error(exc, model, host)
+    status: int = exc.status_code
+    should_retry = _header(exc, "x-should-retry")
+    if should_retry == "true":
+        error.retryable = True
+    elif should_retry != "false":
+        error.retryable = status in (408, 409, 429) or status >= 500
+    return error
+
+
+def _status_error(exc: Any, model: ModelConfig, host: str) -> ProviderError:
     status: int = exc.status_code
     message = _message_of(exc)
     kind = _error_type(exc)
@@ -96,8 +153,7 @@ def _from_status(exc: Any, model: ModelConfig, host: str) -> ProviderError:
     if status == 200:
         # Anthropic's mid-stream `error` event arrives with the stream's 200 status.
         what = "is overloaded" if kind == "overloaded_error" else f"reported {kind or 'an error'}"
-        return StreamError(f"{host} {what} mid-reply ({message}); the partial reply is kept, "
-                           "try again.")
+        return StreamError(f"{host} {what} mid-reply ({message}); try again.")
     if status == 401:
         return AuthError(f"{host} rejected the API key for {model.label} (401); check "
                          f"{key_var} or api_key_cmd.")
@@ -125,8 +181,16 @@ def _from_status(exc: Any, model: ModelConfig, host: str) -> ProviderError:
     if status >= 500:
         return ServerError(f"{host} had a server error ({status}: {message}); try again "
                            "shortly.")
-    return BadRequestError(f"{host} rejected the request ({status}: {message}); check this "
-                           "model's settings (model, max_tokens, temperature) in the config.")
+    if status == 408:
+        return ServerError(f"{host} timed out waiting for the request (408); try again.")
+    if status == 409:
+        return ServerError(f"{host} reported a conflict (409: {message}); try again.")
+    if status in (400, 422):
+        return BadRequestError(f"{host} rejected the request ({status}: {message}); check "
+                               "this model's settings (model, max_tokens, temperature) in the "
+                               "config.")
+    return BadRequestError(f"{host} refused the request ({status}: {message}); check base_url "
+                           f"and the settings of {model.label} in the config.")
 
 
 def _body_error(exc: Any) -> dict[str, Any]:
@@ -158,13 +222,29 @@ def _error_code(exc: Any) -> str:
     return code if isinstance(code, str) else ""
 
 
-def _retry_after(exc: Any) -> float | None:
+def _header(exc: Any, name: str) -> str | None:
     response = getattr(exc, "response", None)
-    value = response.headers.get("retry-after") if response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+    value = response.headers.get(name) if response is not None else None
+    return value.strip().lower() if isinstance(value, str) else None
+
+
+def _retry_after(exc: Any) -> float | None:
+    """The server's Retry-After in seconds (`retry-after-ms` first, as the SDKs read it)."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = _header(exc, name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / scale
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                continue
+            seconds = when.timestamp() - time.time()
+        if math.isfinite(seconds):
+            return max(0.0, seconds)
+    return None
 
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:

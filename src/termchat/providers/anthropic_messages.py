@@ -3,32 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import anthropic
-import httpx2
 
 from termchat.config import ModelConfig
 from termchat.events import Event, Finish, ReasoningDelta, TextDelta, Usage
 from termchat.providers import ChatRequest
-from termchat.providers._errors import ended_early, map_error
+from termchat.providers._base import SDKProvider, content_type, count_field, field, text_field
+from termchat.providers._errors import ended_early
+from termchat.untrusted import SurrogateJoiner
 
 # The Messages API requires max_tokens; this is what a model gets when none is configured.
 DEFAULT_MAX_TOKENS = 8192
 
 
-class AnthropicMessages:
-    """Streams raw Messages events: text and thinking deltas, usage and stop_reason."""
+class AnthropicMessages(SDKProvider):
+    """Streams raw Messages events: text and thinking deltas, usage and stop_reason.
+
+    Every field of every event is checked before use: the SDK builds events without
+    validating them, and a server may send anything.
+    """
+
+    sdk = anthropic
+    sdk_error = anthropic.AnthropicError
 
     def __init__(self, model: ModelConfig, api_key: str) -> None:
-        self.model = model
-        self._secrets = [api_key]
-        self._client = anthropic.AsyncAnthropic(
-            api_key=api_key,
-            base_url=model.base_url or None,
-            max_retries=model.max_retries,
-            timeout=httpx2.Timeout(model.idle_timeout, connect=model.connect_timeout),
-        )
+        super().__init__(model, api_key, anthropic.AsyncAnthropic)
 
     def _params(self, request: ChatRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -47,57 +49,61 @@ class AnthropicMessages:
         return params
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
-        started = False
         stop_reason: str | None = None
-        try:
-            stream = await self._client.messages.create(**self._params(request))
-            started = True
-            async with stream:
-                async for event in stream:
-                    kind = event.type
-                    if kind == "content_block_delta":
-                        delta = event.delta
-                        if delta.type == "text_delta":
-                            yield TextDelta(delta.text)
-                        elif delta.type == "thinking_delta":
-                            yield ReasoningDelta(delta.thinking)
-                    elif kind == "message_start":
-                        yield _start_usage(event.message.usage)
-                    elif kind == "message_delta":
-                        stop_reason = event.delta.stop_reason or stop_reason
-                        yield _delta_usage(event.usage)
-        except (anthropic.AnthropicError, httpx2.HTTPError) as exc:
-            raise map_error(exc, anthropic, self.model, started=started,
-                            secrets=self._secrets) from None
+        received = False
+        text, thinking = SurrogateJoiner(), SurrogateJoiner()
+        stream = await self._open(self._client.messages.create(**self._params(request)))
+        async with aclosing(self._items(stream)) as events:
+            async for event in events:
+                kind = field(event, "type")
+                if kind == "content_block_delta":
+                    delta = field(event, "delta")
+                    delta_type = field(delta, "type")
+                    if delta_type == "text_delta":
+                        value = text_field(delta, "text")
+                        if value and (piece := text.feed(value)):
+                            received = True
+                            yield TextDelta(piece)
+                    elif delta_type == "thinking_delta":
+                        value = text_field(delta, "thinking")
+                        if value and (piece := thinking.feed(value)):
+                            received = True
+                            yield ReasoningDelta(piece)
+                elif kind == "message_start":
+                    yield _start_usage(field(field(event, "message"), "usage"))
+                elif kind == "message_delta":
+                    stop_reason = text_field(field(event, "delta"), "stop_reason") or stop_reason
+                    yield _delta_usage(field(event, "usage"))
+        if tail := thinking.flush():
+            yield ReasoningDelta(tail)
+        if tail := text.flush():
+            received = True
+            yield TextDelta(tail)
         if stop_reason is None:
-            raise ended_early(self.model)
+            raise ended_early(self.model, received=received, content_type=content_type(stream))
         yield Finish.from_raw(stop_reason)
-
-    async def aclose(self) -> None:
-        await self._client.close()
 
 
 def _start_usage(usage: Any) -> Usage:
     return Usage(
         input_tokens=_input_tokens(usage),
-        cached_tokens=getattr(usage, "cache_read_input_tokens", None),
+        cached_tokens=count_field(usage, "cache_read_input_tokens"),
     )
 
 
 def _delta_usage(usage: Any) -> Usage:
     # output_tokens is cumulative; newer servers repeat the input counts here too.
-    details = getattr(usage, "output_tokens_details", None)
     return Usage(
         input_tokens=_input_tokens(usage),
-        output_tokens=getattr(usage, "output_tokens", None),
-        cached_tokens=getattr(usage, "cache_read_input_tokens", None),
-        reasoning_tokens=getattr(details, "thinking_tokens", None),
+        output_tokens=count_field(usage, "output_tokens"),
+        cached_tokens=count_field(usage, "cache_read_input_tokens"),
+        reasoning_tokens=count_field(field(usage, "output_tokens_details"), "thinking_tokens"),
     )
 
 
 def _input_tokens(usage: Any) -> int | None:
     """Anthropic counts cache reads and writes apart from input_tokens; the total is the input."""
-    parts = [getattr(usage, name, None) for name in
+    parts = [count_field(usage, name) for name in
              ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")]
     known = [p for p in parts if p is not None]
     return sum(known) if known else None

@@ -3,29 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
-import httpx2
 import openai
 
 from termchat.config import ModelConfig
 from termchat.events import Event, Finish, FinishKind, ReasoningDelta, TextDelta, Usage
 from termchat.providers import ChatRequest
-from termchat.providers._errors import ended_early, map_error
+from termchat.providers._base import SDKProvider, content_type, count_field, field, text_field
+from termchat.providers._errors import ended_early
+from termchat.untrusted import SurrogateJoiner
 
 
-class OpenAIChat:
-    """Streams Chat Completions with usage requested; works whether or not a server sends it."""
+class OpenAIChat(SDKProvider):
+    """Streams Chat Completions with usage requested; works whether or not a server sends it.
+
+    Every field of every chunk is checked before use: a compatible server may send anything.
+    """
+
+    sdk = openai
+    sdk_error = openai.OpenAIError
 
     def __init__(self, model: ModelConfig, api_key: str) -> None:
-        self.model = model
-        self._secrets = [api_key]
-        self._client = openai.AsyncOpenAI(
-            api_key=api_key,
-            base_url=model.base_url or None,
-            max_retries=model.max_retries,
-            timeout=httpx2.Timeout(model.idle_timeout, connect=model.connect_timeout),
-        )
+        super().__init__(model, api_key, openai.AsyncOpenAI)
 
     def _params(self, request: ChatRequest) -> dict[str, Any]:
         messages: list[dict[str, str]] = []
@@ -49,56 +50,54 @@ class OpenAIChat:
         return params
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
-        started = False
         finish: str | None = None
-        refused = False
-        try:
-            stream = await self._client.chat.completions.create(**self._params(request))
-            started = True
-            # `async with` closes the response the moment this generator is closed or
-            # cancelled, whatever the consumer was awaiting.
-            async with stream:
-                async for chunk in stream:
-                    if chunk.usage is not None:
-                        yield _usage(chunk.usage)
-                    if not chunk.choices:
-                        continue
-                    choice = chunk.choices[0]
-                    delta = choice.delta
-                    if delta is not None:
-                        reasoning = getattr(delta, "reasoning_content", None) or getattr(
-                            delta, "reasoning", None)
-                        if isinstance(reasoning, str) and reasoning:
-                            yield ReasoningDelta(reasoning)
-                        if delta.content:
-                            yield TextDelta(delta.content)
-                        if delta.refusal:
-                            refused = True
-                            yield TextDelta(delta.refusal)
-                    if choice.finish_reason:
-                        finish = choice.finish_reason
-        except (openai.OpenAIError, httpx2.HTTPError) as exc:
-            raise map_error(exc, openai, self.model, started=started,
-                            secrets=self._secrets) from None
+        refused = received = False
+        # A server that cuts strings by UTF-16 index sends an emoji's halves in two chunks.
+        text, reasoning = SurrogateJoiner(), SurrogateJoiner()
+        stream = await self._open(self._client.chat.completions.create(**self._params(request)))
+        async with aclosing(self._items(stream)) as chunks:
+            async for chunk in chunks:
+                usage = field(chunk, "usage")
+                if usage is not None:
+                    yield _usage(usage)
+                choices = field(chunk, "choices")
+                if not isinstance(choices, list) or not choices:
+                    continue
+                choice = choices[0]
+                delta = field(choice, "delta")
+                thought = text_field(delta, "reasoning_content") or text_field(delta, "reasoning")
+                if thought and (piece := reasoning.feed(thought)):
+                    received = True
+                    yield ReasoningDelta(piece)
+                for name in ("content", "refusal"):
+                    value = text_field(delta, name)
+                    if value and (piece := text.feed(value)):
+                        received = True
+                        refused = refused or name == "refusal"
+                        yield TextDelta(piece)
+                reason = text_field(choice, "finish_reason")
+                if reason:
+                    finish = reason
+        if tail := reasoning.flush():
+            yield ReasoningDelta(tail)
+        if tail := text.flush():
+            received = True
+            yield TextDelta(tail)
         if finish is None:
-            raise ended_early(self.model)
+            raise ended_early(self.model, received=received, content_type=content_type(stream))
         result = Finish.from_raw(finish)
         if refused and result.kind is FinishKind.COMPLETE:
             result = Finish(finish, FinishKind.REFUSAL)
         yield result
 
-    async def aclose(self) -> None:
-        await self._client.close()
-
 
 def _usage(usage: Any) -> Usage:
-    prompt_details = getattr(usage, "prompt_tokens_details", None)
-    completion_details = getattr(usage, "completion_tokens_details", None)
     return Usage(
-        input_tokens=usage.prompt_tokens,
-        output_tokens=usage.completion_tokens,
-        cached_tokens=getattr(prompt_details, "cached_tokens", None),
-        reasoning_tokens=getattr(completion_details, "reasoning_tokens", None),
+        input_tokens=count_field(usage, "prompt_tokens"),
+        output_tokens=count_field(usage, "completion_tokens"),
+        cached_tokens=count_field(field(usage, "prompt_tokens_details"), "cached_tokens"),
+        reasoning_tokens=count_field(field(usage, "completion_tokens_details"),
+                                     "reasoning_tokens"),
     )
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
+import traceback
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -22,9 +22,11 @@ from termchat.errors import TermchatError
 from termchat.events import Event, ReasoningDelta, TextDelta
 from termchat.tui.conversation import ConversationView
 from termchat.tui.messages import AssistantMessage, ErrorLine, UserMessage
+from termchat.tui.notices import notify
 from termchat.tui.prompt import PromptInput
 from termchat.tui.status import StatusBar
 from termchat.turn import Conversation, Exchange, Reply
+from termchat.untrusted import Safe, SafeStream, safe, safe_line
 
 if TYPE_CHECKING:
     from textual.command import Provider
@@ -88,8 +90,9 @@ class ChatScreen(Screen):
         self.last_reply = None
         widgets: list[Widget] = []
         for exchange in self.conversation.exchanges:
-            widgets.append(UserMessage(exchange.prompt))
-            widgets.append(AssistantMessage(exchange.reply.text, status=exchange.reply.status))
+            widgets.append(UserMessage(safe(exchange.prompt)))
+            widgets.append(AssistantMessage(safe(exchange.reply.text),
+                                            status=exchange.reply.status))
             self.last_reply = exchange.reply
         view.mount_all(widgets)
         view.following = True
@@ -136,11 +139,11 @@ class ChatScreen(Screen):
         view = self.query_one(ConversationView)
         await view.collapse_above()
         view.following = True
-        await view.mount(UserMessage(prompt))
+        await view.mount(UserMessage(safe(prompt)))
         try:
             exchange = self.conversation.start(prompt)
         except TermchatError as exc:
-            await view.mount(ErrorLine(exc.message))
+            await view.mount(ErrorLine(safe_line(exc.message)))
             self._restore_prompt(prompt)
             view.content_grew()
             return
@@ -153,43 +156,52 @@ class ChatScreen(Screen):
         freezer = self.set_interval(1.0, _keep_out_of_gc)
         view.content_grew()
         self._update_status()
-
+        # The model's words pass the sanitiser on their way to the widget.
+        text, thought = SafeStream(), SafeStream()
         shown = reply.status
 
         def on_event(event: Event) -> None:
             nonlocal shown
             if isinstance(event, TextDelta):
-                widget.append(event.text)
-                view.content_grew()
+                if piece := text.feed(event.text):
+                    widget.append(piece)
+                    view.content_grew()
             elif isinstance(event, ReasoningDelta):
-                widget.append_reasoning(event.text)
-                view.content_grew()
+                if piece := thought.feed(event.text):
+                    widget.append_reasoning(piece)
+                    view.content_grew()
             else:
-                self._update_status()  # usage or finish: rare, shown at once
+                self._update_status()  # usage, finish or a retry: rare, shown at once
             if reply.status is not shown:
                 shown = reply.status
                 self._update_status()
             if self.chat_app.event_hook is not None:
                 self.chat_app.event_hook(event)
 
+        error: Safe | None = None
         try:
             await self.conversation.stream(exchange, on_event)
-        except asyncio.CancelledError:
-            freezer.stop()
-            self._finished(widget, exchange)
-            raise
         except TermchatError as exc:
+            error = safe_line(exc.message)
+        except Exception as exc:
+            # A bug in termchat: the reply so far stays, and the user hears about it.
+            error = safe_line(f"termchat failed ({type(exc).__name__}: {exc}); what arrived "
+                              "is kept. This is a bug: please report it.")
+            self.log.error(traceback.format_exc())
+        finally:
             freezer.stop()
+            if tail := text.flush():
+                widget.append(tail)
+            if tail := thought.flush():
+                widget.append_reasoning(tail)
             self._finished(widget, exchange)
+        if error is not None:
             if not exchange.reply.text:
                 await widget.remove()  # nothing arrived: the error line says it all
-            await view.mount(ErrorLine(exc.message))
+            await view.mount(ErrorLine(error))
             view.content_grew()
             if not exchange.in_context:
                 self._restore_prompt(prompt)
-            return
-        freezer.stop()
-        self._finished(widget, exchange)
 
     def _finished(self, widget: AssistantMessage, exchange: Exchange) -> None:
         widget.finish(exchange.reply.status)
@@ -230,7 +242,7 @@ class ChatScreen(Screen):
             return
         self.conversation.switch_model(model)
         self._update_status()
-        self.notify(f"Now talking to {model.label}.")
+        notify(self, f"Now talking to {model.label}.")
 
     def action_history(self) -> None:
         from termchat.tui.history_screen import show_history
@@ -304,7 +316,7 @@ class TermchatApp(App[int]):
 
     def warn(self, line: str) -> None:
         """A one-line warning (history unavailable, a save that failed) as a notification."""
-        self.notify(line, severity="warning", timeout=10)
+        notify(self, line, severity="warning", timeout=10)
 
     def get_default_screen(self) -> ChatScreen:
         return self.chat

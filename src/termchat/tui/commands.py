@@ -7,9 +7,11 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.content import Content
 
 from termchat.config import PROVIDERS, ModelConfig
 from termchat.markdown_lines import code_blocks
+from termchat.untrusted import safe_line
 
 if TYPE_CHECKING:
     from termchat.tui.app import ChatScreen, TermchatApp
@@ -29,27 +31,32 @@ class ChatCommands(Provider):
         ]
         reply = chat.last_reply
         for index, block in enumerate(code_blocks(reply.text) if reply else []):
-            first = block.strip().splitlines()[0][:40] if block.strip() else ""
+            first = safe_line(block.strip().splitlines()[0])[:40] if block.strip() else ""
             commands.append((f"Copy code block {index + 1}: {first}",
                              partial(chat.action_copy_code, index),
                              "Copy this code block from the last reply"))
         current = chat.conversation.model
         for model in _models(app, current):
-            commands.append((f"Switch model: {model.name} ({model.label})",
+            commands.append((safe_line(f"Switch model: {model.name} ({model.label})"),
                              partial(chat.switch_model, model),
                              "Use this model for the next replies"))
         return commands
 
     async def discover(self) -> Hits:
         for name, callback, help_text in self._commands():
-            yield DiscoveryHit(name, callback, help=help_text)
+            # Content, not a string: a string would be read as markup.
+            yield DiscoveryHit(Content(name), callback, text=name, help=help_text)
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
         for name, callback, help_text in self._commands():
-            score = matcher.match(name)
+            score, offsets = matcher.fuzzy_search.match(matcher.query, name)
             if score > 0:
-                yield Hit(score, matcher.highlight(name), callback, help=help_text)
+                # Not `matcher.highlight`: it reads the name as markup.
+                content = Content(name)
+                for offset in offsets:
+                    content = content.stylize(matcher.match_style, offset, offset + 1)
+                yield Hit(score, content, callback, text=name, help=help_text)
 
 
 def _models(app: TermchatApp, current: ModelConfig) -> list[ModelConfig]:

@@ -26,6 +26,8 @@ from termchat.history import (
     continue_conversation,
 )
 from termchat.tui.app import TermchatApp
+from termchat.tui.notices import notify
+from termchat.untrusted import safe, safe_line
 
 # The list loads a page at a time: with 10,000 conversations, loading them all made the screen
 # take 1.3 s to open instead of 0.7 s (2-core machine), and it grows with the history.
@@ -47,7 +49,7 @@ def show_history(app: TermchatApp) -> None:
     if isinstance(app.screen, HistoryScreen):
         return
     if app.history is None:
-        app.notify(_off_reason(app), title="No history", severity="warning", timeout=8)
+        notify(app, _off_reason(app), title="No history", severity="warning", timeout=8)
         return
     app.push_screen(HistoryScreen(app.history))
 
@@ -202,7 +204,7 @@ class HistoryScreen(Screen[None]):
                 entries = [_summary_entry(s) for s in summaries[:PAGE]]
                 more = len(summaries) > PAGE
         except HistoryError as exc:
-            self.notify(exc.message, severity="error")
+            notify(self, exc.message, severity="error")
             return
         self._query, self._more = query, more
         self._entries = {entry.id: entry for entry in entries}
@@ -239,7 +241,7 @@ class HistoryScreen(Screen[None]):
             summaries = await asyncio.to_thread(self.store.list_conversations, PAGE + 1,
                                                 len(self._entries))
         except HistoryError as exc:
-            self.notify(exc.message, severity="error")
+            notify(self, exc.message, severity="error")
             return
         finally:
             self._loading_more = False
@@ -329,7 +331,7 @@ class HistoryScreen(Screen[None]):
             conversation = await asyncio.to_thread(
                 continue_conversation, self.chat_app.config, self.store, cid)
         except (HistoryError, ConfigError) as exc:
-            self.notify(exc.message, severity="error")
+            notify(self, exc.message, severity="error")
             return
         if chat.open_conversation(conversation):
             self.dismiss()
@@ -345,7 +347,7 @@ class HistoryScreen(Screen[None]):
             try:
                 self.store.rename(entry.id, title)
             except HistoryError as exc:
-                self.notify(exc.message, severity="error")
+                notify(self, exc.message, severity="error")
                 return
             # As the store normalises it: one line, runs of spaces squeezed.
             entry.title = " ".join(title.split())
@@ -366,7 +368,7 @@ class HistoryScreen(Screen[None]):
             try:
                 self.store.delete(entry.id)
             except HistoryError as exc:
-                self.notify(exc.message, severity="error")
+                notify(self, exc.message, severity="error")
                 return
             message = f"Deleted “{entry.title}”."
             if self._open_id() == entry.id:
@@ -384,7 +386,7 @@ class HistoryScreen(Screen[None]):
                 self._preview(int(following.id))
             self._update_note(0)
             self.refresh_bindings()
-            self.notify(message)
+            notify(self, message)
 
         self.app.push_screen(ConfirmScreen(f"Delete “{entry.title}”?",
                                            "Its messages are removed for good."), delete)
@@ -474,9 +476,9 @@ class ConfirmScreen(ModalScreen[bool]):
 # -- rendering ------------------------------------------------------------------------------
 
 def _summary_entry(summary: ConversationSummary) -> _Entry:
-    detail = (f"{summary.model} · {_plural(summary.message_count, 'message')} · "
+    detail = (f"{safe_line(summary.model)} · {_plural(summary.message_count, 'message')} · "
               f"{_when(summary.updated)}")
-    return _Entry(summary.id, summary.title, Content.styled(detail, "dim"))
+    return _Entry(summary.id, safe_line(summary.title), Content.styled(detail, "dim"))
 
 
 def _search_entries(hits: list[SearchHit], titled: list[ConversationSummary]) -> list[_Entry]:
@@ -484,7 +486,8 @@ def _search_entries(hits: list[SearchHit], titled: list[ConversationSummary]) ->
     groups: dict[int, list[SearchHit]] = {}
     for hit in hits:
         groups.setdefault(hit.conversation_id, []).append(hit)
-    entries = [_Entry(cid, group[0].title, _hit_detail(group)) for cid, group in groups.items()]
+    entries = [_Entry(cid, safe_line(group[0].title), _hit_detail(group))
+               for cid, group in groups.items()]
     entries += [_summary_entry(s) for s in titled if s.id not in groups]
     return entries
 
@@ -499,10 +502,11 @@ def _hit_detail(group: list[SearchHit]) -> Content:
 def _marked(snippet: str) -> Content:
     """A snippet with its matched words (between `MARK`s) highlighted."""
     first, *rest = snippet.split(MARK[0])
-    pieces: list[str | tuple[str, str]] = [first]
+    # The store made the snippet one line; spaces at the marks' edges are part of it.
+    pieces: list[str | tuple[str, str]] = [safe(first)]
     for chunk in rest:
         matched, _, after = chunk.partition(MARK[1])
-        pieces += [(matched, "bold $accent"), after]
+        pieces += [(safe(matched), "bold $accent"), safe(after)]
     return Content.assemble(*pieces)
 
 
@@ -510,8 +514,9 @@ def _preview(stored: StoredConversation) -> Content:
     """The conversation's title, facts and (last) messages, each shortened."""
     messages = stored.messages[-PREVIEW_MESSAGES:]
     parts: list[Content | str | tuple[str, str]] = [
-        (stored.title, "bold"), "\n",
-        (f"#{stored.id} · {stored.model} · started {_when(stored.created)}", "dim"), "\n",
+        (safe_line(stored.title), "bold"), "\n",
+        (f"#{stored.id} · {safe_line(stored.model)} · started {_when(stored.created)}", "dim"),
+        "\n",
     ]
     if len(stored.messages) > len(messages):
         parts += [(f"\n… {_plural(len(stored.messages) - len(messages), 'earlier message')}",
@@ -520,11 +525,11 @@ def _preview(stored: StoredConversation) -> Content:
         if message.role == "user":
             parts += ["\n", ("You", "bold $text-primary"), "\n"]
         else:
-            label = f"Assistant · {message.provider}:{message.model}"
+            label = safe_line(f"Assistant · {message.provider}:{message.model}")
             if message.status != "complete":
                 label += f" · {message.status}"
             parts += ["\n", (label, "bold $text-accent"), "\n"]
-        text = message.text.strip()
+        text = safe(message.text).strip()
         if len(text) > PREVIEW_CHARS:
             text = text[:PREVIEW_CHARS - 1].rstrip() + "…"
         parts.append(text if text else ("(no text)", "dim italic"))

@@ -15,8 +15,10 @@ from textual.widgets import Static
 
 from termchat.tui.conversation import ConversationView
 from termchat.turn import Status
+from termchat.untrusted import Safe
 
 CURSOR = "▋"
+NO_TEXT = Safe("")
 # New text is rendered as soon as it arrives while that is cheap; when it is dear (a long
 # code block or table at the end), at most once per FRAME_SECONDS and within RENDER_SHARE
 # of the time, so frames and keys always get their turn.
@@ -34,14 +36,14 @@ _MARKS = {
 class UserMessage(Static):
     """The user's prompt, shown verbatim (no Markdown: what was typed is what was sent)."""
 
-    def __init__(self, prompt: str) -> None:
+    def __init__(self, prompt: Safe) -> None:
         super().__init__(Text(prompt), classes="user")
 
 
 class ErrorLine(Static):
     """One clear line saying what went wrong and what to do."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: Safe) -> None:
         super().__init__(Text(f"✖ {message}"), classes="error")
 
 
@@ -58,7 +60,7 @@ class AssistantMessage(Widget):
     AssistantMessage { height: auto; }
     """
 
-    def __init__(self, text: str = "", *, streaming: bool = False,
+    def __init__(self, text: Safe = NO_TEXT, *, streaming: bool = False,
                  status: Status = Status.COMPLETE, cursor_blink: bool = True) -> None:
         super().__init__(classes="assistant")
         # Markdown parsing and rendering load on the first reply, not before the first frame.
@@ -101,11 +103,11 @@ class AssistantMessage(Widget):
         super().notify_style_update()
         self._style = None
 
-    def append(self, fragment: str) -> None:
+    def append(self, fragment: Safe) -> None:
         self._renderer.append(fragment)
         self._changed()
 
-    def append_reasoning(self, fragment: str) -> None:
+    def append_reasoning(self, fragment: Safe) -> None:
         self._reasoning.append(fragment)
         self._reasoning_changed = True
         self._changed()

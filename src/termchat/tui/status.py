@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 from rich.text import Text
 from textual.widgets import Static
 
 from termchat.turn import Reply, Status
+from termchat.untrusted import safe_line
 
 _STATE_STYLES = {
     Status.WAITING: "bold #d0b040",
@@ -25,16 +28,23 @@ def _count(value: int | None) -> str:
 def describe(model: str, reply: Reply | None, *, timings: bool = True) -> Text:
     """The status line for `reply` (None before the first message)."""
     text = Text(no_wrap=True, overflow="ellipsis")
-    text.append(model, style="bold")
+    text.append(safe_line(model), style="bold")
     if reply is None:
         text.append("  ready", style="dim")
         return text
     text.append("  ")
     text.append(_STATE_WORDS.get(reply.status, reply.status.value),
                 style=_STATE_STYLES[reply.status])
+    if reply.retry is not None:
+        retry = reply.retry
+        wait = max(0.0, reply.retry_at - time.monotonic())
+        text.append(f"  │  retry {retry.attempt} of {retry.attempts} in {wait:.0f}s · Esc "
+                    "cancels  │  ", style="bold #d0b040")
+        text.append(safe_line(retry.reason))
+        return text
     if reply.finish is not None:
         text.append("  │  finish ", style="dim")
-        text.append(reply.finish.describe())
+        text.append(safe_line(reply.finish.describe()))
     usage = reply.usage
     if usage.known or reply.status.final:
         text.append("  │  ", style="dim")

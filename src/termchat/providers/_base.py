@@ -1,0 +1,118 @@
+"""What both SDK providers share: the HTTP client, typed errors for anything the SDK raises,
+and reading the SDK's objects as the untrusted data they are."""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import AsyncIterator, Awaitable
+from types import ModuleType
+from typing import Any, TypeVar
+
+import httpx2
+
+from termchat.config import ModelConfig
+from termchat.errors import ProviderError
+from termchat.providers._errors import map_error
+
+T = TypeVar("T")
+
+
+class _RepairedUtf8(httpx2.AsyncByteStream):
+    """An event stream's bytes with invalid UTF-8 replaced (U+FFFD), so one bad byte in a
+    delta costs one character instead of the rest of the reply (the SDKs decode strictly)."""
+
+    def __init__(self, inner: httpx2.AsyncByteStream) -> None:
+        self._inner = inner
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        async for data in self._inner:
+            yield decoder.decode(data).encode()
+        yield decoder.decode(b"", final=True).encode()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+async def _repair_event_streams(response: httpx2.Response) -> None:
+    # Only bodies sent as they are: a compressed body is decoded after this stream.
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if "event-stream" in response.headers.get("content-type", "") and encoding in ("",
+                                                                                  "identity"):
+        assert isinstance(response.stream, httpx2.AsyncByteStream)
+        response.stream = _RepairedUtf8(response.stream)
+
+
+class SDKProvider:
+    """The base of a provider built on one of the official SDKs (given as `sdk`)."""
+
+    sdk: ModuleType
+    # The SDK's own base exception: what its request can raise besides transport errors.
+    sdk_error: type[Exception]
+
+    def __init__(self, model: ModelConfig, api_key: str, client_class: Any) -> None:
+        self.model = model
+        self._secrets = [api_key]
+        self._client = client_class(
+            api_key=api_key,
+            base_url=model.base_url or None,
+            # termchat retries itself (turn.run_turn), so the user sees what it waits for.
+            max_retries=0,
+            timeout=httpx2.Timeout(model.idle_timeout, connect=model.connect_timeout),
+            http_client=self.sdk.DefaultAsyncHttpxClient(
+                event_hooks={"response": [_repair_event_streams]}),
+        )
+
+    def _error(self, exc: BaseException, *, started: bool) -> ProviderError:
+        return map_error(exc, self.sdk, self.model, started=started, secrets=self._secrets)
+
+    async def _open(self, request: Awaitable[T]) -> T:
+        """The SDK's stream for `request`, once the response headers are in."""
+        try:
+            return await request
+        except (self.sdk_error, httpx2.HTTPError, ValueError) as exc:
+            raise self._error(exc, started=False) from None
+
+    async def _items(self, stream: Any) -> AsyncIterator[Any]:
+        """The SDK stream's items; closing this (or cancelling its reader) closes the HTTP
+        response at once, whatever the consumer was awaiting. Only the SDK's own failures are
+        mapped: an exception from termchat's handling of an item is a bug, and stays one."""
+        async with stream:
+            iterator = aiter(stream)
+            while True:
+                try:
+                    item = await anext(iterator)
+                except StopAsyncIteration:
+                    return
+                except Exception as exc:
+                    raise self._error(exc, started=True) from None
+                yield item
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def field(obj: Any, name: str) -> Any:
+    """`obj.name` of an SDK object built without validation (or the dict it stayed), or None."""
+    if isinstance(obj, dict):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def text_field(obj: Any, name: str) -> str | None:
+    value = field(obj, name)
+    return value if isinstance(value, str) else None
+
+
+def count_field(obj: Any, name: str) -> int | None:
+    """A token count: a non-negative integer, else unknown."""
+    value = field(obj, name)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
+        else None
+
+
+def content_type(stream: Any) -> str:
+    response = field(stream, "response")
+    headers = field(response, "headers")
+    value = headers.get("content-type", "") if headers is not None else ""
+    return value if isinstance(value, str) else ""
