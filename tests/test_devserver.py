@@ -709,7 +709,7 @@ def test_wait_for_disconnect_times_out_when_nobody_left(srv: ProviderServer) -> 
 
 
 def test_cli_prints_exports_falls_back_when_the_port_is_taken_and_exits_quietly() -> None:
-    src = Path(devserver.__file__).resolve().parents[1]
+    src = Path(devserver.__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(src)}
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -1,0 +1,108 @@
+"""Anthropic Messages on the wire: SSE events, the non-streamed message, error bodies."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from typing import Any
+
+from termchat.devserver.scripts import Script, Turn
+from termchat.devserver.wire import Kind, Plan, dumps, rand, status_phrase
+
+_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "Invalid request."),
+    401: ("authentication_error", "invalid x-api-key"),
+    403: ("permission_error",
+          "Your API key does not have permission to use the specified resource."),
+    404: ("not_found_error", "Not found."),
+    413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
+    429: ("rate_limit_error", "Number of requests has exceeded your rate limit."),
+    500: ("api_error", "Internal server error"),
+    529: ("overloaded_error", "Overloaded"),
+}
+
+HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
+"""A stream's headers, besides framing and the request id."""
+
+
+def _sse(obj: dict[str, Any]) -> bytes:
+    return f"event: {obj['type']}\ndata: {dumps(obj)}\n\n".encode()
+
+
+def error_body(status: int, etype: str | None, message: str | None,
+               request_id: str) -> dict[str, Any]:
+    default_type, default_message = _ERRORS.get(status, (
+        "invalid_request_error" if status < 500 else "api_error", status_phrase(status)))
+    return {"type": "error",
+            "error": {"type": etype or default_type, "message": message or default_message},
+            "request_id": request_id}
+
+
+def _stop(reply: Script) -> str:
+    return reply.finish or ("refusal" if reply.refusal and not reply.text else "end_turn")
+
+
+def _usage(turn: Turn, *, final: bool) -> dict[str, Any]:
+    """Usage as message_start has it (output_tokens 1) or, ``final``, as counted at the end."""
+    usage: dict[str, Any] = {
+        "input_tokens": turn.input_tokens, "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": turn.cached_tokens,
+        "output_tokens": turn.output_tokens if final else 1}
+    if final and turn.reasoning_tokens:
+        usage["output_tokens_details"] = {"thinking_tokens": turn.reasoning_tokens}
+    return usage
+
+
+def _signature() -> str:
+    return base64.b64encode(secrets.token_bytes(96)).decode()
+
+
+def _message(turn: Turn, content: list[dict[str, Any]], stop: str | None,
+             *, final: bool) -> dict[str, Any]:
+    return {"id": f"msg_01{rand(22)}", "type": "message", "role": "assistant",
+            "model": turn.model, "content": content, "stop_reason": stop, "stop_sequence": None,
+            "usage": {**_usage(turn, final=final), "service_tier": "standard"}}
+
+
+def stream(reply: Script, turn: Turn) -> Plan:
+    ping = _sse({"type": "ping"})
+    start = _message(turn, [], None, final=False)
+    steps: list[tuple[Kind, bytes]] = [("event", _sse({"type": "message_start", "message": start}))]
+
+    def block(index: int, content_block: dict[str, Any],
+              deltas: list[tuple[Kind, dict[str, Any]]]) -> None:
+        event = {"type": "content_block_start", "index": index, "content_block": content_block}
+        steps.append(("event", _sse(event)))
+        if index == 0:
+            # The real API sends one ping right after the first block starts.
+            steps.append(("event", ping))
+        steps.extend((kind, _sse({"type": "content_block_delta", "index": index, "delta": d}))
+                     for kind, d in deltas)
+
+    index = 0
+    if turn.thinking_deltas:
+        thinking: list[tuple[Kind, dict[str, Any]]] = [
+            ("content", {"type": "thinking_delta", "thinking": t}) for t in turn.thinking_deltas]
+        thinking.append(("event", {"type": "signature_delta", "signature": _signature()}))
+        block(0, {"type": "thinking", "thinking": "", "signature": ""}, thinking)
+        steps.append(("event", _sse({"type": "content_block_stop", "index": 0})))
+        index = 1
+    block(index, {"type": "text", "text": ""},
+          [("content", {"type": "text_delta", "text": d}) for d in turn.deltas])
+    final = {"type": "message_delta",
+             "delta": {"stop_reason": _stop(reply), "stop_sequence": None},
+             "usage": _usage(turn, final=True)}
+    steps += [("end", b""), ("event", _sse({"type": "content_block_stop", "index": index})),
+              ("event", _sse(final)), ("event", _sse({"type": "message_stop"}))]
+    error = {"type": "error", "error": {"type": reply.error_type or "overloaded_error",
+                                        "message": reply.error_message or "Overloaded"}}
+    return Plan(headers=HEADERS, steps=steps, error_event=_sse(error), keepalive=ping)
+
+
+def message(reply: Script, turn: Turn) -> dict[str, Any]:
+    content: list[dict[str, Any]] = []
+    if turn.thinking_deltas:
+        content.append({"type": "thinking", "thinking": "".join(turn.thinking_deltas),
+                        "signature": _signature()})
+    content.append({"type": "text", "text": "".join(turn.deltas)})
+    return _message(turn, content, _stop(reply), final=True)

@@ -1,0 +1,98 @@
+"""OpenAI Chat Completions on the wire: SSE chunks, the non-streamed completion, error bodies."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from termchat.devserver.scripts import Script, Turn
+from termchat.devserver.wire import Kind, Plan, dumps, rand, status_phrase
+
+# status -> (type, code, message), as the real API words them.
+_ERRORS: dict[int, tuple[str, str | None, str]] = {
+    400: ("invalid_request_error", None, "Invalid request."),
+    401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    403: ("invalid_request_error", None, "You are not allowed to access this resource."),
+    404: ("invalid_request_error", "model_not_found",
+          "The model does not exist or you do not have access to it."),
+    429: ("requests", "rate_limit_exceeded",
+          "Rate limit reached for requests. Please try again in 1s."),
+    500: ("server_error", None,
+          "The server had an error while processing your request. Sorry about that!"),
+    503: ("server_error", None, "The engine is currently overloaded, please try again later."),
+}
+
+HEADERS = [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache"),
+           ("openai-version", "2020-10-01"), ("openai-processing-ms", "1")]
+"""A stream's headers, besides framing and the request id."""
+
+
+def _sse(obj: object) -> bytes:
+    return f"data: {dumps(obj)}\n\n".encode()
+
+
+def error_body(status: int, etype: str | None, message: str | None,
+               code: str | None) -> dict[str, Any]:
+    default_type, default_code, default_message = _ERRORS.get(status, (
+        "invalid_request_error" if status < 500 else "server_error", None, status_phrase(status)))
+    return {"error": {"message": message or default_message, "type": etype or default_type,
+                      "param": None, "code": code if code is not None else default_code}}
+
+
+def _usage(turn: Turn) -> dict[str, Any]:
+    return {
+        "prompt_tokens": turn.input_tokens,
+        "completion_tokens": turn.output_tokens,
+        "total_tokens": turn.input_tokens + turn.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": turn.cached_tokens, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": turn.reasoning_tokens, "audio_tokens": 0,
+            "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+    }
+
+
+def stream(reply: Script, body: dict[str, Any], turn: Turn) -> Plan:
+    options = body.get("stream_options")
+    asked = isinstance(options, dict) and bool(options.get("include_usage"))
+    with_usage = reply.usage == "always" or (reply.usage == "auto" and asked)
+    base: dict[str, Any] = {
+        "id": f"chatcmpl-{rand(29)}", "object": "chat.completion.chunk",
+        "created": int(time.time()), "model": turn.model, "service_tier": "default",
+        "system_fingerprint": f"fp_{secrets.token_hex(5)}"}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        obj = {**base, "choices": [choice]}
+        if with_usage:
+            obj["usage"] = None
+        return _sse(obj)
+
+    key = "refusal" if reply.refusal else "content"
+    first = ({"role": "assistant", "content": None, "refusal": ""} if reply.refusal
+             else {"role": "assistant", "content": "", "refusal": None})
+    steps: list[tuple[Kind, bytes]] = [("event", chunk(first))]
+    steps += [("content", chunk({key: d})) for d in turn.deltas]
+    steps += [("end", b""), ("event", chunk({}, reply.finish or "stop"))]
+    if with_usage:
+        steps.append(("event", _sse({**base, "choices": [], "usage": _usage(turn)})))
+    steps.append(("event", b"data: [DONE]\n\n"))
+    # A mid-stream error is worded like a 500: type server_error, no code.
+    error = error_body(500, reply.error_type, reply.error_message, reply.error_code)
+    return Plan(headers=HEADERS, steps=steps, error_event=_sse(error),
+                keepalive=b": keep-alive\n\n")
+
+
+def completion(reply: Script, turn: Turn) -> dict[str, Any]:
+    text = "".join(turn.deltas)
+    message = {"role": "assistant", "content": None if reply.refusal else text,
+               "refusal": text if reply.refusal else None, "annotations": []}
+    obj: dict[str, Any] = {
+        "id": f"chatcmpl-{rand(29)}", "object": "chat.completion", "created": int(time.time()),
+        "model": turn.model,
+        "choices": [{"index": 0, "message": message, "logprobs": None,
+                     "finish_reason": reply.finish or "stop"}],
+        "service_tier": "default", "system_fingerprint": f"fp_{secrets.token_hex(5)}"}
+    if reply.usage != "never":
+        obj["usage"] = _usage(turn)
+    return obj

@@ -1,0 +1,153 @@
+"""Scripted replies, and what the "model" generates from a script and the request it answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from termchat.devserver.wire import ANTHROPIC_PATH, DEFAULT_MODEL, OPENAI_PATH, Provider
+
+_QUOTE_LIMIT = 300
+
+
+@dataclass
+class Script:
+    """A scripted reply; the server renders it in whichever wire format was asked for.
+
+    Cut-off counts (``error_after`` and friends) count content deltas; a count at or beyond
+    the number of deltas applies after the last one, before the finish.
+    """
+
+    text: str = ""
+    """The reply text; "" (with ``chunks`` unset) means the demo reply echoing the prompt."""
+    chunks: list[str] | None = None
+    """An explicit cut of the text into deltas; overrides ``text`` and ``chunk_size``."""
+    chunk_size: int = 12
+    """Characters (code points, never bytes) per delta when ``chunks`` is None."""
+    delay: float = 0.0
+    """Seconds between content deltas."""
+    first_delay: float = 0.0
+    """Seconds after the headers (and the stream preamble) before the first delta; for a
+    non-streaming request, added to ``header_delay``."""
+    header_delay: float = 0.0
+    """Seconds before the response headers are sent at all."""
+    finish: str | None = None
+    """Raw finish/stop reason; None -> "stop" (OpenAI) / "end_turn" (Anthropic)."""
+    usage: Literal["auto", "always", "never"] = "auto"
+    """OpenAI only: "auto" streams usage only when ``stream_options.include_usage`` is set;
+    "never" omits usage everywhere, like servers that send none. Anthropic always has usage."""
+    input_tokens: int | None = None
+    """None -> an estimate from the prompt (characters // 4 + 1)."""
+    output_tokens: int | None = None
+    """None -> an estimate from the generated text plus ``reasoning_tokens``."""
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    thinking: str = ""
+    """Anthropic: a thinking block (thinking_delta + signature_delta) before the text."""
+    refusal: str = ""
+    """OpenAI: refusal deltas instead of text. Anthropic: sent as the text, with stop reason
+    "refusal" unless ``finish`` says otherwise."""
+    status: int = 200
+    """Non-200: an error response in the provider's own JSON error format."""
+    error_type: str | None = None
+    """Error type; None -> the provider's type for ``status`` (or for a mid-stream error)."""
+    error_message: str | None = None
+    error_code: str | None = None
+    """OpenAI ``error.code``, e.g. "context_length_exceeded"."""
+    retry_after: str | None = None
+    """Retry-After header value on error responses."""
+    should_retry: bool = False
+    """Unless True, error responses carry ``x-should-retry: false`` so SDK retries don't
+    slow tests down."""
+    error_after: int | None = None
+    """After N deltas, send a mid-stream error event and end the body."""
+    disconnect_after: int | None = None
+    """After N deltas, close the socket without ending the chunked body. A non-streaming
+    request with this set is closed without any response."""
+    stall_after: int | None = None
+    """After N deltas, send nothing more and hold the connection until the client goes.
+    A non-streaming request with this set never gets a response."""
+    end_without_finish_after: int | None = None
+    """After N deltas, end the body cleanly but with no finish, usage, [DONE] or
+    message_stop."""
+    keepalive: bool = False
+    """Interleave ``: keep-alive`` comments (OpenAI) or ping events (Anthropic)."""
+
+
+@dataclass
+class Turn:
+    """What the model "generated" for one request, independent of the wire format."""
+
+    model: str
+    deltas: list[str]
+    thinking_deltas: list[str]
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
+
+
+def text_of(content: object) -> str:
+    """Text of a message's content: a string or a list of typed parts/blocks."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [p.get("text") for p in content if isinstance(p, dict)]
+        return "\n".join(t for t in texts if isinstance(t, str))
+    return ""
+
+
+def _prompt(body: dict[str, Any]) -> tuple[str, int]:
+    """The last user message and the number of prompt characters (system included)."""
+    messages = body.get("messages")
+    messages = messages if isinstance(messages, list) else []
+    texts = [text_of(m.get("content")) for m in messages if isinstance(m, dict)]
+    last_user = next((text_of(m.get("content")) for m in reversed(messages)
+                      if isinstance(m, dict) and m.get("role") == "user"), "")
+    return last_user, len(text_of(body.get("system"))) + sum(map(len, texts))
+
+
+def demo_text(last_user: str) -> str:
+    said = last_user.strip() or "(nothing)"
+    if len(said) > _QUOTE_LIMIT:
+        said = said[:_QUOTE_LIMIT] + "…"
+    quoted = "\n".join(f"> {line}" if line else ">" for line in said.splitlines())
+    return (
+        "## Echo from the local provider\n\n"
+        f"You said:\n\n{quoted}\n\n"
+        "This reply comes from the **termchat local provider server**, not a real model.\n\n"
+        "- It streams in small chunks, like a real model\n"
+        "- It speaks both the OpenAI and the Anthropic wire formats\n"
+        "- Token counts are *estimates* (about four characters a token)\n\n"
+        "| Provider | Endpoint |\n"
+        "| --- | --- |\n"
+        f"| OpenAI | `{OPENAI_PATH}` |\n"
+        f"| Anthropic | `{ANTHROPIC_PATH}` |\n\n"
+        "```python\n"
+        "def greet(name: str) -> str:\n"
+        '    return f"Hello, {name}!"\n'
+        "```\n"
+    )
+
+
+def cut(text: str, size: int) -> list[str]:
+    size = max(1, size)
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def generate(reply: Script, body: dict[str, Any], provider: Provider) -> Turn:
+    last_user, prompt_chars = _prompt(body)
+    if provider == "openai" and reply.refusal:
+        deltas = cut(reply.refusal, reply.chunk_size)
+    elif reply.chunks is not None:
+        deltas = list(reply.chunks)
+    else:
+        deltas = cut(reply.text or reply.refusal or demo_text(last_user), reply.chunk_size)
+    thinking = cut(reply.thinking, reply.chunk_size) if provider == "anthropic" else []
+    generated = sum(map(len, deltas)) + sum(map(len, thinking))
+    return Turn(
+        model=str(body.get("model") or DEFAULT_MODEL), deltas=deltas, thinking_deltas=thinking,
+        input_tokens=prompt_chars // 4 + 1 if reply.input_tokens is None else reply.input_tokens,
+        output_tokens=(generated // 4 + 1 + reply.reasoning_tokens
+                       if reply.output_tokens is None else reply.output_tokens),
+        cached_tokens=reply.cached_tokens, reasoning_tokens=reply.reasoning_tokens)
