@@ -23,7 +23,7 @@ import pytest
 from openai.types.chat import ChatCompletionChunk
 
 from termchat import devserver
-from termchat.devserver import ProviderServer, Script
+from termchat.devserver import ProviderServer, Script, ToolCall
 
 MESSAGES: list[Any] = [{"role": "user", "content": "Hello there"}]
 
@@ -62,6 +62,30 @@ async def oai_chunks(
 
 def contents(chunks: list[ChatCompletionChunk]) -> list[str]:
     return [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+
+
+def cut(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def tool_calls_by_index(chunks: list[ChatCompletionChunk]) -> dict[int, dict[str, Any]]:
+    """Accumulate ``delta.tool_calls`` by index, as a client must."""
+    calls: dict[int, dict[str, Any]] = {}
+    for c in chunks:
+        for part in (c.choices[0].delta.tool_calls or []) if c.choices else []:
+            call = calls.setdefault(part.index, {"id": None, "name": "", "arguments": ""})
+            call["id"] = part.id or call["id"]
+            if part.function:
+                call["name"] += part.function.name or ""
+                call["arguments"] += part.function.arguments or ""
+    return calls
+
+
+def fragments(chunks: list[ChatCompletionChunk]) -> list[tuple[int, str]]:
+    """(index, arguments) of every tool-call delta that carries argument text."""
+    return [(p.index, p.function.arguments) for c in chunks if c.choices
+            for p in c.choices[0].delta.tool_calls or []
+            if p.function and p.function.arguments]
 
 
 def raw_post(
@@ -295,6 +319,237 @@ async def test_keepalives_are_ignored_by_both_sdks(srv: ProviderServer) -> None:
         client.messages.stream(model="claude-test", max_tokens=10, messages=MESSAGES) as stream,
     ):
         assert [t async for t in stream.text_stream] == list("abcd")
+
+
+# --- Tool calls --------------------------------------------------------------------------
+
+WEATHER = '{"location": "Paris", "unit": "celsius"}'
+OPENAI_ID = re.compile(r"call_[A-Za-z0-9]{24}")
+ANTHROPIC_ID = re.compile(r"toolu_01[A-Za-z0-9]{22}")
+
+
+@pytest.mark.asyncio
+async def test_openai_tool_calls_stream_after_the_text_by_index(srv: ProviderServer) -> None:
+    srv.queue(Script(text="Let me check.", chunk_size=5, tool_calls=[
+        ToolCall("get_weather", WEATHER, id="call_given"),
+        ToolCall("get_time", '{"tz": "Europe/Paris"}', chunk_size=6)]))
+    chunks = await oai_chunks(srv)
+
+    assert chunks[0].choices[0].delta.content == ""
+    assert "".join(contents(chunks)) == "Let me check."
+    calls = tool_calls_by_index(chunks)
+    assert calls[0] == {"id": "call_given", "name": "get_weather", "arguments": WEATHER}
+    assert calls[1]["name"] == "get_time" and calls[1]["arguments"] == '{"tz": "Europe/Paris"}'
+    assert OPENAI_ID.fullmatch(calls[1]["id"])
+    assert fragments(chunks) == [(0, f) for f in cut(WEATHER, 8)] + [
+        (1, f) for f in cut('{"tz": "Europe/Paris"}', 6)]
+    parts = [p for c in chunks if c.choices for p in c.choices[0].delta.tool_calls or []]
+    headers = [p for p in parts if p.id]
+    # The id, type and name come once per call, with empty arguments; fragments carry neither.
+    assert [(p.index, p.type, p.function and p.function.arguments) for p in headers] == [
+        (0, "function", ""), (1, "function", "")]
+    assert all(p.function and p.function.name is None for p in parts if not p.id)
+    text_at = max(i for i, c in enumerate(chunks) if contents([c]))
+    assert all(not (c.choices and c.choices[0].delta.tool_calls) for c in chunks[:text_at])
+    assert chunks[-2].choices[0].finish_reason == "tool_calls"
+    assert chunks[-1].usage is not None
+    assert srv.requests[0].chunks_sent == 3 + len(cut(WEATHER, 8)) + 4
+
+
+@pytest.mark.asyncio
+async def test_openai_parallel_calls_without_text_open_the_stream_and_can_interleave(
+    srv: ProviderServer,
+) -> None:
+    srv.queue(Script(interleave=True, tool_calls=[
+        ToolCall("a", '{"x": 1234567}', chunk_size=4), ToolCall("b", '{"y": 2}', chunk_size=4)]))
+    chunks = await oai_chunks(srv)
+
+    first = chunks[0].choices[0].delta
+    assert (first.role, first.content, first.refusal) == ("assistant", None, None)
+    assert first.tool_calls and first.tool_calls[0].id and first.tool_calls[0].index == 0
+    assert contents(chunks) == []
+    assert [i for i, _ in fragments(chunks)] == [0, 1, 0, 1, 0, 0]
+    calls = tool_calls_by_index(chunks)
+    assert [calls[0]["arguments"], calls[1]["arguments"]] == ['{"x": 1234567}', '{"y": 2}']
+    assert calls[0]["id"] != calls[1]["id"]
+    assert chunks[-2].choices[0].finish_reason == "tool_calls"
+
+
+@pytest.mark.asyncio
+async def test_anthropic_tool_use_blocks_stream_after_thinking_and_text(
+    srv: ProviderServer,
+) -> None:
+    srv.queue(Script(text="Checking.", thinking="Weather?", tool_calls=[
+        ToolCall("get_weather", WEATHER), ToolCall("get_time", "{}", id="toolu_given")]))
+    async with (
+        ant(srv) as client,
+        client.messages.stream(model="claude-test", max_tokens=100, messages=MESSAGES) as stream,
+    ):
+        partials = [e.partial_json async for e in stream if e.type == "input_json"]
+        message = await stream.get_final_message()
+
+    assert [b.type for b in message.content] == ["thinking", "text", "tool_use", "tool_use"]
+    weather, clock = message.content[2], message.content[3]
+    assert weather.type == "tool_use" and clock.type == "tool_use"
+    assert ANTHROPIC_ID.fullmatch(weather.id) and weather.name == "get_weather"
+    assert weather.input == {"location": "Paris", "unit": "celsius"}
+    assert (clock.id, clock.name, clock.input) == ("toolu_given", "get_time", {})
+    # Each block's input starts with an empty fragment, as the real API sends.
+    assert partials == ["", *cut(WEATHER, 8), "", "{}"]
+    assert message.stop_reason == "tool_use"
+
+
+@pytest.mark.asyncio
+async def test_anthropic_raw_tool_use_events(srv: ProviderServer) -> None:
+    srv.queue(Script(tool_calls=[ToolCall("get_weather", WEATHER, chunk_size=10)]))
+    async with ant(srv) as client:
+        stream = await client.messages.create(
+            model="claude-test", max_tokens=10, messages=MESSAGES, stream=True)
+        async with stream:
+            events = [event async for event in stream]
+    start = events[1]
+    assert start.type == "content_block_start" and start.index == 0
+    assert start.content_block.type == "tool_use" and start.content_block.input == {}
+    deltas = [e.delta for e in events if e.type == "content_block_delta"]
+    assert [d.type for d in deltas] == ["input_json_delta"] * 5
+    assert [d.partial_json for d in deltas if d.type == "input_json_delta"] == [
+        "", *cut(WEATHER, 10)]
+    assert [e.type for e in events[-3:]] == ["content_block_stop", "message_delta", "message_stop"]
+    final = events[-2]
+    assert final.type == "message_delta" and final.delta.stop_reason == "tool_use"
+
+
+@pytest.mark.asyncio
+async def test_invalid_json_arguments_arrive_verbatim(srv: ProviderServer) -> None:
+    broken = '{"location": "Par'
+    srv.queue(Script(tool_calls=[ToolCall("get_weather", broken, chunk_size=5)]))
+    calls = tool_calls_by_index(await oai_chunks(srv))
+    assert calls[0]["arguments"] == broken
+
+    srv.queue(Script(tool_calls=[ToolCall("get_weather", "{nope", chunk_size=2)]))
+    async with ant(srv) as client:
+        stream = await client.messages.create(
+            model="claude-test", max_tokens=10, messages=MESSAGES, stream=True)
+        async with stream:
+            partial = [e.delta.partial_json async for e in stream if e.type == "content_block_delta"
+                       and e.delta.type == "input_json_delta"]
+    assert "".join(partial) == "{nope"
+
+    # The SDK's stream helper parses as it goes and gives up on JSON that can never be valid.
+    srv.queue(Script(tool_calls=[ToolCall("get_weather", "{nope", chunk_size=2)]))
+    async with ant(srv) as client:
+        with pytest.raises(ValueError, match="Unable to parse tool parameter JSON"):
+            async with client.messages.stream(
+                model="claude-test", max_tokens=10, messages=MESSAGES
+            ) as helper:
+                await helper.get_final_message()
+
+
+@pytest.mark.asyncio
+async def test_non_streamed_tool_calls(srv: ProviderServer) -> None:
+    srv.queue(Script(tool_calls=[ToolCall("get_weather", WEATHER), ToolCall("f", "[oops")]))
+    async with oai(srv) as client:
+        completion = await client.chat.completions.create(model="gpt-test", messages=MESSAGES)
+    choice = completion.choices[0]
+    assert choice.message.content is None and choice.finish_reason == "tool_calls"
+    assert choice.message.tool_calls
+    assert [(c.type, c.function.name, c.function.arguments)
+            for c in choice.message.tool_calls if c.type == "function"] == [
+        ("function", "get_weather", WEATHER), ("function", "f", "[oops")]
+    assert all(OPENAI_ID.fullmatch(c.id) for c in choice.message.tool_calls)
+
+    srv.queue(Script(text="Sure.", tool_calls=[
+        ToolCall("get_weather", WEATHER), ToolCall("f", "[oops"), ToolCall("g", "[1]")]))
+    async with ant(srv) as client:
+        message = await client.messages.create(
+            model="claude-test", max_tokens=10, messages=MESSAGES)
+    assert [b.type for b in message.content] == ["text", "tool_use", "tool_use", "tool_use"]
+    inputs = [(b.name, b.input) for b in message.content if b.type == "tool_use"]
+    # `input` is always an object: what is not a JSON object arrives as {}.
+    assert inputs == [("get_weather", {"location": "Paris", "unit": "celsius"}), ("f", {}),
+                      ("g", {})]
+    assert message.stop_reason == "tool_use"
+
+
+@pytest.mark.asyncio
+async def test_a_stream_can_be_cut_in_the_middle_of_a_calls_arguments(
+    srv: ProviderServer,
+) -> None:
+    # Two text deltas, then the arguments: cut after their second fragment.
+    srv.queue(Script(text="abcd", chunk_size=2, error_after=4,
+                     tool_calls=[ToolCall("get_weather", WEATHER)]))
+    chunks: list[ChatCompletionChunk] = []
+    async with oai(srv) as client:
+        stream = await client.chat.completions.create(
+            model="gpt-test", messages=MESSAGES, stream=True)
+        with pytest.raises(openai.APIError):
+            async with stream:
+                async for chunk in stream:
+                    chunks.append(chunk)
+    assert tool_calls_by_index(chunks)[0]["arguments"] == WEATHER[:16]
+    assert srv.requests[-1].chunks_sent == 4
+
+    srv.queue(Script(disconnect_after=3, tool_calls=[ToolCall("get_weather", WEATHER)]))
+    async with ant(srv) as client:
+        with pytest.raises(httpx2.TransportError):
+            async with client.messages.stream(
+                model="claude-test", max_tokens=10, messages=MESSAGES
+            ) as helper:
+                async for _ in helper:
+                    pass
+    block = helper.current_message_snapshot.content[0]
+    # 24 characters: '{"location": "Paris", "u', which parses partially to the first key.
+    assert block.type == "tool_use" and block.input == {"location": "Paris"}
+    assert srv.requests[-1].chunks_sent == 3 and not srv.requests[-1].completed
+
+
+@pytest.mark.asyncio
+async def test_argument_fragments_are_paced_like_text(srv: ProviderServer) -> None:
+    srv.queue(Script(delay=0.1, tool_calls=[ToolCall("f", '{"a": 1}', chunk_size=3)]))
+    arrivals: list[float] = []
+    async with oai(srv) as client:
+        stream = await client.chat.completions.create(
+            model="gpt-test", messages=MESSAGES, stream=True)
+        async with stream:
+            async for chunk in stream:
+                if fragments([chunk]):
+                    arrivals.append(time.monotonic())
+    assert len(arrivals) == 3
+    assert arrivals[1] - arrivals[0] >= 0.09 and arrivals[2] - arrivals[1] >= 0.09
+
+
+@pytest.mark.asyncio
+async def test_follow_ups_with_tool_results_are_recorded_and_quoted_as_such(
+    srv: ProviderServer,
+) -> None:
+    srv.default = Script()
+    followup: list[Any] = [
+        *MESSAGES,
+        {"role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": WEATHER}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "18 °C"}]
+    async with oai(srv) as client:
+        completion = await client.chat.completions.create(model="gpt-test", messages=followup)
+    assert "> (tool results)" in (completion.choices[0].message.content or "")
+    assert srv.requests[-1].body["messages"][-1] == {
+        "role": "tool", "tool_call_id": "call_1", "content": "18 °C"}
+
+    tool_use = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}
+    result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "18 °C"}
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                         "data": "iVBORw0KGgo="}}
+    async with ant(srv) as client:
+        for content, quoted in (([result], "> (tool results)"),
+                                ([image, {"type": "text", "text": "What is it?"}],
+                                 "> What is it?")):
+            message = await client.messages.create(
+                model="claude-test", max_tokens=10,
+                messages=[*MESSAGES, {"role": "assistant", "content": [tool_use]},
+                          {"role": "user", "content": content}])
+            assert message.content[0].type == "text" and quoted in message.content[0].text
+            assert "Hello there" not in message.content[0].text
+    assert srv.requests[-2].body["messages"][-1]["content"] == [result]
 
 
 # --- Errors ------------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 It speaks the OpenAI Chat Completions and the Anthropic Messages wire formats (SSE streams
 and plain JSON) over real HTTP/1.1 sockets, so the real ``openai`` and ``anthropic`` SDKs run
 against it unmodified. Replies are scripted with :class:`Script` (chunking, delays, errors,
-cut-offs, stalls); every request is recorded as a :class:`Request`, including when the client
-hung up mid-reply.
+cut-offs, stalls, tool calls); every request is recorded as a :class:`Request`, including when
+the client hung up mid-reply.
 
 The asyncio loop runs in a daemon thread, so sync tests, async tests on their own loop and
 child processes can all talk to it. Standard library only, and no SDK is ever imported.
@@ -17,8 +17,8 @@ Layout: ``scripts`` (what to reply), ``openai_wire`` / ``anthropic_wire`` (how e
 writes it), ``transport`` (HTTP/1.1 on one connection), ``server`` (thread, queue, routing).
 """
 
-from termchat.devserver.scripts import Script
+from termchat.devserver.scripts import Script, ToolCall
 from termchat.devserver.server import ProviderServer, main
 from termchat.devserver.transport import Request
 
-__all__ = ["ProviderServer", "Request", "Script", "main"]
+__all__ = ["ProviderServer", "Request", "Script", "ToolCall", "main"]

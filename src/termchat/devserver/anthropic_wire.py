@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 from typing import Any
 
@@ -38,8 +39,27 @@ def error_body(status: int, etype: str | None, message: str | None,
             "request_id": request_id}
 
 
-def _stop(reply: Script) -> str:
-    return reply.finish or ("refusal" if reply.refusal and not reply.text else "end_turn")
+def _stop(reply: Script, turn: Turn) -> str:
+    if reply.finish:
+        return reply.finish
+    if turn.calls:
+        return "tool_use"
+    return "refusal" if reply.refusal and not reply.text else "end_turn"
+
+
+def _call_ids(turn: Turn) -> list[str]:
+    return [call.id or f"toolu_01{rand(22)}" for call in turn.calls]
+
+
+def _input(arguments: str) -> dict[str, Any]:
+    # The API parses the model's JSON itself and `input` is always an object, so arguments
+    # that are not a JSON object become {} in a non-streamed message; only a stream shows
+    # them verbatim, as input_json_delta fragments.
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _usage(turn: Turn, *, final: bool) -> dict[str, Any]:
@@ -69,8 +89,25 @@ def stream(reply: Script, turn: Turn) -> Plan:
     start = _message(turn, [], None, final=False)
     steps: list[tuple[Kind, bytes]] = [("event", _sse({"type": "message_start", "message": start}))]
 
-    def block(index: int, content_block: dict[str, Any],
-              deltas: list[tuple[Kind, dict[str, Any]]]) -> None:
+    # (content_block, deltas) per block, in order.
+    blocks: list[tuple[dict[str, Any], list[tuple[Kind, dict[str, Any]]]]] = []
+    if turn.thinking_deltas:
+        thinking: list[tuple[Kind, dict[str, Any]]] = [
+            ("content", {"type": "thinking_delta", "thinking": t}) for t in turn.thinking_deltas]
+        thinking.append(("event", {"type": "signature_delta", "signature": _signature()}))
+        blocks.append(({"type": "thinking", "thinking": "", "signature": ""}, thinking))
+    if turn.deltas or not turn.calls:
+        blocks.append(({"type": "text", "text": ""},
+                       [("content", {"type": "text_delta", "text": d}) for d in turn.deltas]))
+    for id_, call in zip(_call_ids(turn), turn.calls, strict=True):
+        # Like the real API, an empty fragment first, before any of the arguments.
+        fragments: list[tuple[Kind, dict[str, Any]]] = [
+            ("event", {"type": "input_json_delta", "partial_json": ""}),
+            *(("content", {"type": "input_json_delta", "partial_json": f})
+              for f in call.fragments)]
+        blocks.append(({"type": "tool_use", "id": id_, "name": call.name, "input": {}},
+                       fragments))
+    for index, (content_block, deltas) in enumerate(blocks):
         event = {"type": "content_block_start", "index": index, "content_block": content_block}
         steps.append(("event", _sse(event)))
         if index == 0:
@@ -78,22 +115,13 @@ def stream(reply: Script, turn: Turn) -> Plan:
             steps.append(("event", ping))
         steps.extend((kind, _sse({"type": "content_block_delta", "index": index, "delta": d}))
                      for kind, d in deltas)
-
-    index = 0
-    if turn.thinking_deltas:
-        thinking: list[tuple[Kind, dict[str, Any]]] = [
-            ("content", {"type": "thinking_delta", "thinking": t}) for t in turn.thinking_deltas]
-        thinking.append(("event", {"type": "signature_delta", "signature": _signature()}))
-        block(0, {"type": "thinking", "thinking": "", "signature": ""}, thinking)
-        steps.append(("event", _sse({"type": "content_block_stop", "index": 0})))
-        index = 1
-    block(index, {"type": "text", "text": ""},
-          [("content", {"type": "text_delta", "text": d}) for d in turn.deltas])
+        if index == len(blocks) - 1:
+            steps.append(("end", b""))
+        steps.append(("event", _sse({"type": "content_block_stop", "index": index})))
     final = {"type": "message_delta",
-             "delta": {"stop_reason": _stop(reply), "stop_sequence": None},
+             "delta": {"stop_reason": _stop(reply, turn), "stop_sequence": None},
              "usage": _usage(turn, final=True)}
-    steps += [("end", b""), ("event", _sse({"type": "content_block_stop", "index": index})),
-              ("event", _sse(final)), ("event", _sse({"type": "message_stop"}))]
+    steps += [("event", _sse(final)), ("event", _sse({"type": "message_stop"}))]
     error = {"type": "error", "error": {"type": reply.error_type or "overloaded_error",
                                         "message": reply.error_message or "Overloaded"}}
     return Plan(headers=HEADERS, steps=steps, error_event=_sse(error), keepalive=ping)
@@ -104,5 +132,8 @@ def message(reply: Script, turn: Turn) -> dict[str, Any]:
     if turn.thinking_deltas:
         content.append({"type": "thinking", "thinking": "".join(turn.thinking_deltas),
                         "signature": _signature()})
-    content.append({"type": "text", "text": "".join(turn.deltas)})
-    return _message(turn, content, _stop(reply), final=True)
+    if turn.deltas or not turn.calls:
+        content.append({"type": "text", "text": "".join(turn.deltas)})
+    content += [{"type": "tool_use", "id": id_, "name": call.name, "input": _input(call.arguments)}
+                for id_, call in zip(_call_ids(turn), turn.calls, strict=True)]
+    return _message(turn, content, _stop(reply, turn), final=True)

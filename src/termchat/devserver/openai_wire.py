@@ -52,6 +52,24 @@ def _usage(turn: Turn) -> dict[str, Any]:
     }
 
 
+def _call_ids(turn: Turn) -> list[str]:
+    return [call.id or f"call_{rand(24)}" for call in turn.calls]
+
+
+def _finish(reply: Script, turn: Turn) -> str:
+    return reply.finish or ("tool_calls" if turn.calls else "stop")
+
+
+def _call_order(turn: Turn, interleave: bool) -> list[tuple[int, str | None]]:
+    """(index, argument fragment) in stream order; None is the call's header (id and name)."""
+    per_call = [[(i, None), *((i, f) for f in call.fragments)]
+                for i, call in enumerate(turn.calls)]
+    if not interleave:
+        return [step for steps in per_call for step in steps]
+    longest = max(map(len, per_call), default=0)
+    return [steps[n] for n in range(longest) for steps in per_call if n < len(steps)]
+
+
 def stream(reply: Script, body: dict[str, Any], turn: Turn) -> Plan:
     options = body.get("stream_options")
     asked = isinstance(options, dict) and bool(options.get("include_usage"))
@@ -68,12 +86,31 @@ def stream(reply: Script, body: dict[str, Any], turn: Turn) -> Plan:
             obj["usage"] = None
         return _sse(obj)
 
+    ids = _call_ids(turn)
+
+    def header(i: int) -> dict[str, Any]:
+        return {"index": i, "id": ids[i], "type": "function",
+                "function": {"name": turn.calls[i].name, "arguments": ""}}
+
     key = "refusal" if reply.refusal else "content"
-    first = ({"role": "assistant", "content": None, "refusal": ""} if reply.refusal
-             else {"role": "assistant", "content": "", "refusal": None})
+    order = _call_order(turn, reply.interleave)
+    if reply.refusal:
+        first = {"role": "assistant", "content": None, "refusal": ""}
+    elif turn.deltas or not turn.calls:
+        first = {"role": "assistant", "content": "", "refusal": None}
+    else:
+        # With no text the real API opens with the first call's header in the role chunk.
+        first = {"role": "assistant", "content": None, "tool_calls": [header(0)], "refusal": None}
+        order = order[1:]
     steps: list[tuple[Kind, bytes]] = [("event", chunk(first))]
     steps += [("content", chunk({key: d})) for d in turn.deltas]
-    steps += [("end", b""), ("event", chunk({}, reply.finish or "stop"))]
+    for i, fragment in order:
+        if fragment is None:
+            steps.append(("event", chunk({"tool_calls": [header(i)]})))
+        else:
+            piece = {"index": i, "function": {"arguments": fragment}}
+            steps.append(("content", chunk({"tool_calls": [piece]})))
+    steps += [("end", b""), ("event", chunk({}, _finish(reply, turn)))]
     if with_usage:
         steps.append(("event", _sse({**base, "choices": [], "usage": _usage(turn)})))
     steps.append(("event", b"data: [DONE]\n\n"))
@@ -85,13 +122,19 @@ def stream(reply: Script, body: dict[str, Any], turn: Turn) -> Plan:
 
 def completion(reply: Script, turn: Turn) -> dict[str, Any]:
     text = "".join(turn.deltas)
-    message = {"role": "assistant", "content": None if reply.refusal else text,
-               "refusal": text if reply.refusal else None, "annotations": []}
+    content = None if reply.refusal or (turn.calls and not text) else text
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if turn.calls:
+        message["tool_calls"] = [
+            {"id": id_, "type": "function",
+             "function": {"name": call.name, "arguments": call.arguments}}
+            for id_, call in zip(_call_ids(turn), turn.calls, strict=True)]
+    message |= {"refusal": text if reply.refusal else None, "annotations": []}
     obj: dict[str, Any] = {
         "id": f"chatcmpl-{rand(29)}", "object": "chat.completion", "created": int(time.time()),
         "model": turn.model,
         "choices": [{"index": 0, "message": message, "logprobs": None,
-                     "finish_reason": reply.finish or "stop"}],
+                     "finish_reason": _finish(reply, turn)}],
         "service_tier": "default", "system_fingerprint": f"fp_{secrets.token_hex(5)}"}
     if reply.usage != "never":
         obj["usage"] = _usage(turn)

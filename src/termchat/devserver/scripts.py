@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from termchat.devserver.wire import ANTHROPIC_PATH, DEFAULT_MODEL, OPENAI_PATH, Provider
@@ -11,15 +11,35 @@ _QUOTE_LIMIT = 300
 
 
 @dataclass
+class ToolCall:
+    """A function call the model makes, streamed after the reply's text (if any)."""
+
+    name: str
+    arguments: str
+    """The JSON text the model "generates", sent verbatim: it may be invalid JSON on purpose."""
+    id: str | None = None
+    """None -> a fresh id per response: "call_" + 24 alphanumerics (OpenAI), "toolu_01" + 22
+    (Anthropic)."""
+    chunk_size: int = 8
+    """Characters (code points) per arguments fragment."""
+
+    @property
+    def fragments(self) -> list[str]:
+        return cut(self.arguments, self.chunk_size)
+
+
+@dataclass
 class Script:
     """A scripted reply; the server renders it in whichever wire format was asked for.
 
-    Cut-off counts (``error_after`` and friends) count content deltas; a count at or beyond
-    the number of deltas applies after the last one, before the finish.
+    Cut-off counts (``error_after`` and friends) count content deltas (text, thinking and
+    tool-call argument fragments alike); a count at or beyond the number of deltas applies
+    after the last one, before the finish.
     """
 
     text: str = ""
-    """The reply text; "" (with ``chunks`` unset) means the demo reply echoing the prompt."""
+    """The reply text; "" (with ``chunks`` and ``tool_calls`` unset) means the demo reply
+    echoing the prompt."""
     chunks: list[str] | None = None
     """An explicit cut of the text into deltas; overrides ``text`` and ``chunk_size``."""
     chunk_size: int = 12
@@ -32,7 +52,8 @@ class Script:
     header_delay: float = 0.0
     """Seconds before the response headers are sent at all."""
     finish: str | None = None
-    """Raw finish/stop reason; None -> "stop" (OpenAI) / "end_turn" (Anthropic)."""
+    """Raw finish/stop reason; None -> "stop" (OpenAI) / "end_turn" (Anthropic), or with tool
+    calls "tool_calls" / "tool_use"."""
     usage: Literal["auto", "always", "never"] = "auto"
     """OpenAI only: "auto" streams usage only when ``stream_options.include_usage`` is set;
     "never" omits usage everywhere, like servers that send none. Anthropic always has usage."""
@@ -72,6 +93,13 @@ class Script:
     message_stop."""
     keepalive: bool = False
     """Interleave ``: keep-alive`` comments (OpenAI) or ping events (Anthropic)."""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    """Calls streamed after the text: OpenAI ``delta.tool_calls`` by index, Anthropic one
+    ``tool_use`` block each. Non-streamed replies carry them too."""
+    interleave: bool = False
+    """OpenAI: parallel calls' fragments alternate between indexes (each call's header still
+    comes before its first fragment), as real parallel calls can. Anthropic content blocks
+    never interleave, so it is ignored there."""
 
 
 @dataclass
@@ -81,6 +109,7 @@ class Turn:
     model: str
     deltas: list[str]
     thinking_deltas: list[str]
+    calls: list[ToolCall]
     input_tokens: int
     output_tokens: int
     cached_tokens: int
@@ -97,14 +126,35 @@ def text_of(content: object) -> str:
     return ""
 
 
+def _tool_results(content: object) -> list[object]:
+    """The contents of an Anthropic user message's ``tool_result`` blocks."""
+    if not isinstance(content, list):
+        return []
+    return [p.get("content") for p in content
+            if isinstance(p, dict) and p.get("type") == "tool_result"]
+
+
+def _latest_input(messages: list[Any]) -> str:
+    """The text of the latest user input, or "(tool results)" when that input is tool output
+    (an OpenAI ``tool`` message, or Anthropic ``tool_result`` blocks with no text beside)."""
+    for m in reversed(messages):
+        if not isinstance(m, dict) or m.get("role") not in ("user", "tool"):
+            continue
+        text = text_of(m.get("content"))
+        if m["role"] == "tool" or (not text.strip() and _tool_results(m.get("content"))):
+            return "(tool results)"
+        return text
+    return ""
+
+
 def _prompt(body: dict[str, Any]) -> tuple[str, int]:
-    """The last user message and the number of prompt characters (system included)."""
+    """What the demo reply quotes, and the number of prompt characters (system included)."""
     messages = body.get("messages")
     messages = messages if isinstance(messages, list) else []
-    texts = [text_of(m.get("content")) for m in messages if isinstance(m, dict)]
-    last_user = next((text_of(m.get("content")) for m in reversed(messages)
-                      if isinstance(m, dict) and m.get("role") == "user"), "")
-    return last_user, len(text_of(body.get("system"))) + sum(map(len, texts))
+    contents = [m.get("content") for m in messages if isinstance(m, dict)]
+    chars = sum(len(text_of(c)) + sum(len(text_of(r)) for r in _tool_results(c))
+                for c in contents)
+    return _latest_input(messages), len(text_of(body.get("system"))) + chars
 
 
 def demo_text(last_user: str) -> str:
@@ -142,11 +192,14 @@ def generate(reply: Script, body: dict[str, Any], provider: Provider) -> Turn:
     elif reply.chunks is not None:
         deltas = list(reply.chunks)
     else:
-        deltas = cut(reply.text or reply.refusal or demo_text(last_user), reply.chunk_size)
+        text = reply.text or reply.refusal or ("" if reply.tool_calls else demo_text(last_user))
+        deltas = cut(text, reply.chunk_size)
     thinking = cut(reply.thinking, reply.chunk_size) if provider == "anthropic" else []
-    generated = sum(map(len, deltas)) + sum(map(len, thinking))
+    generated = (sum(map(len, deltas)) + sum(map(len, thinking))
+                 + sum(len(c.name) + len(c.arguments) for c in reply.tool_calls))
     return Turn(
         model=str(body.get("model") or DEFAULT_MODEL), deltas=deltas, thinking_deltas=thinking,
+        calls=list(reply.tool_calls),
         input_tokens=prompt_chars // 4 + 1 if reply.input_tokens is None else reply.input_tokens,
         output_tokens=(generated // 4 + 1 + reply.reasoning_tokens
                        if reply.output_tokens is None else reply.output_tokens),
