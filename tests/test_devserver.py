@@ -23,7 +23,16 @@ import pytest
 from openai.types.chat import ChatCompletionChunk
 
 from termchat import devserver
-from termchat.devserver import ProviderServer, Script, ToolCall
+from termchat.devserver import (
+    ProviderServer,
+    Script,
+    ToolCall,
+    anthropic_event,
+    anthropic_stream_events,
+    openai_chunk,
+    openai_done,
+    openai_stream_events,
+)
 
 MESSAGES: list[Any] = [{"role": "user", "content": "Hello there"}]
 
@@ -796,6 +805,231 @@ async def test_disconnect_during_a_delay_is_noticed_before_the_next_write(
     rec = await asyncio.to_thread(srv.wait_for_disconnect, 2)
     assert rec.disconnected_at is not None and rec.disconnected_at - closed_at < 1.0
     assert rec.chunks_sent == 0
+
+
+# --- Raw scripting and the event helpers -------------------------------------------------
+
+OPENAI_STREAM = {"model": "gpt-test", "messages": MESSAGES, "stream": True}
+
+
+def socket_reads(server: ProviderServer, body: dict[str, Any]) -> tuple[str, list[bytes]]:
+    """POST over a bare socket and read to EOF: the response head, and the body as it came,
+    one item per successful recv()."""
+    data = json.dumps(body).encode()
+    request = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: local\r\n"
+               f"Authorization: Bearer k\r\nContent-Length: {len(data)}\r\n"
+               "Connection: close\r\n\r\n").encode()
+    reads: list[bytes] = []
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(request + data)
+        while piece := sock.recv(1 << 16):
+            reads.append(piece)
+    received = b"".join(reads)
+    end = received.index(b"\r\n\r\n") + 4
+    body_reads, offset = [], 0
+    for piece in reads:
+        body_reads.append(piece[max(0, end - offset):])
+        offset += len(piece)
+    return received[:end].decode("latin-1"), [r for r in body_reads if r]
+
+
+def chunk_frame(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def test_raw_items_arrive_as_separate_reads_and_http_chunks(srv: ProviderServer) -> None:
+    items = [b"data: 1\n\n", b"data: 22\n\n", b"", b"data: 333\n\n"]
+    srv.queue(Script(raw=items, raw_gap=0.2))
+    head, reads = socket_reads(srv, OPENAI_STREAM)
+
+    assert head.startswith("HTTP/1.1 200 OK\r\n")
+    assert "content-type: text/event-stream; charset=utf-8\r\n" in head
+    assert "transfer-encoding: chunked\r\n" in head and "x-request-id: req_" in head
+    # The empty item writes nothing (as a chunk it would end the body); the last item and the
+    # terminating chunk may share a read, having no gap between them.
+    assert reads[:2] == [chunk_frame(items[0]), chunk_frame(items[1])]
+    assert b"".join(reads[2:]) == chunk_frame(items[3]) + b"0\r\n\r\n"
+    rec = srv.requests[0]
+    assert rec.completed and rec.chunks_sent == 3
+    assert rec.first_chunk_at is not None and rec.last_chunk_at is not None
+    assert rec.last_chunk_at - rec.first_chunk_at >= 0.35
+
+
+def test_raw_close_framing_ends_the_body_with_the_socket(srv: ProviderServer) -> None:
+    items = [b"data: {\"partial", b"\": tru"]
+    srv.queue(Script(raw=items, raw_framing="close", raw_status=201,
+                     raw_headers=[("content-type", "application/x-weird")]))
+    head, reads = socket_reads(srv, OPENAI_STREAM)
+    assert head.startswith("HTTP/1.1 201 Created\r\n")
+    assert "content-type: application/x-weird\r\n" in head and "connection: close" in head
+    assert "transfer-encoding" not in head and "content-length" not in head
+    assert "text/event-stream" not in head
+    assert b"".join(reads) == b"".join(items)
+    assert srv.requests[0].completed and srv.requests[0].chunks_sent == 2
+
+
+@pytest.mark.asyncio
+async def test_a_body_cut_mid_event_ends_both_sdk_streams_silently(srv: ProviderServer) -> None:
+    events = openai_stream_events(["Hel", "lo"])
+    srv.queue(Script(raw=[*events[:2], events[2][:30]], raw_framing="close"))
+    chunks = await oai_chunks(srv)
+    assert contents(chunks) == ["Hel"]
+    assert all(c.choices[0].finish_reason is None for c in chunks)
+
+    events = anthropic_stream_events(["Hel", "lo"])
+    srv.queue(Script(raw=[*events[:4], events[4][:30]], raw_framing="close"))
+    async with (
+        ant(srv) as client,
+        client.messages.stream(model="claude-test", max_tokens=10, messages=MESSAGES) as stream,
+    ):
+        assert [t async for t in stream.text_stream] == ["Hel"]
+        assert stream.current_message_snapshot.stop_reason is None
+
+
+def test_raw_length_framing_and_a_script_lying_about_its_framing(srv: ProviderServer) -> None:
+    srv.queue(Script(raw=[b"abc", b"def"], raw_framing="length"), Script(text="next"),
+              Script(raw=[chunk_frame(b"hello"), b"5\r\nwor"], raw_framing="close",
+                     raw_headers=[("content-type", "text/event-stream"),
+                                  ("transfer-encoding", "chunked")]))
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+    conn.request("POST", "/v1/chat/completions", json.dumps(OPENAI_STREAM),
+                 {"Authorization": "Bearer k"})
+    resp = conn.getresponse()
+    assert resp.getheader("content-length") == "6" and resp.getheader("transfer-encoding") is None
+    assert resp.read() == b"abcdef"
+    sock = conn.sock
+    conn.request("POST", "/v1/chat/completions", json.dumps(OPENAI_STREAM),
+                 {"Authorization": "Bearer k"})
+    resp = conn.getresponse()
+    assert conn.sock is sock and b'"content":"next"' in resp.read()
+
+    conn.request("POST", "/v1/chat/completions", json.dumps(OPENAI_STREAM),
+                 {"Authorization": "Bearer k"})
+    resp = conn.getresponse()
+    assert resp.getheader("transfer-encoding") == "chunked"
+    assert resp.getheader("connection") == "close"
+    with pytest.raises(http.client.IncompleteRead) as cut_short:
+        resp.read()
+    assert cut_short.value.partial == b"hello"
+    conn.close()
+
+
+@pytest.mark.asyncio
+async def test_a_gzip_header_over_a_plain_body_is_a_decoding_error(srv: ProviderServer) -> None:
+    lie = [("content-type", "text/event-stream"), ("content-encoding", "gzip")]
+    srv.queue(Script(raw=openai_stream_events(["hi"]), raw_headers=lie))
+    with pytest.raises(openai.APIConnectionError) as caught:
+        await oai_chunks(srv)
+    assert isinstance(caught.value.__cause__, httpx2.DecodingError)
+
+    srv.queue(Script(raw=anthropic_stream_events(["hi"]), raw_headers=lie))
+    async with ant(srv) as client:
+        with pytest.raises(httpx2.DecodingError):
+            async with client.messages.stream(
+                model="claude-test", max_tokens=10, messages=MESSAGES
+            ) as stream:
+                await stream.get_final_text()
+    assert all(r.completed for r in srv.requests)
+
+
+@pytest.mark.asyncio
+async def test_an_html_200_gives_no_events_to_either_sdk(srv: ProviderServer) -> None:
+    page = b"<!doctype html><title>Captive portal</title><p>Log in first.</p>"
+    html = Script(raw=[page], raw_framing="length",
+                  raw_headers=[("content-type", "text/html; charset=utf-8")])
+    srv.queue(html, html, html)
+    assert await oai_chunks(srv) == []
+    async with oai(srv) as client:
+        # Not JSON, so the SDK hands back the body text in place of a ChatCompletion.
+        completion: Any = await client.chat.completions.create(
+            model="gpt-test", messages=MESSAGES)
+    assert completion == page.decode()
+    async with ant(srv) as client:
+        stream = await client.messages.create(
+            model="claude-test", max_tokens=10, messages=MESSAGES, stream=True)
+        async with stream:
+            assert [e async for e in stream] == []
+    assert [r.completed for r in srv.requests] == [True, True, True]
+
+
+@pytest.mark.asyncio
+async def test_raw_status_with_a_custom_error_body(srv: ProviderServer) -> None:
+    body = json.dumps({"error": {"message": "upstream down", "type": "proxy_error"}}).encode()
+    srv.queue(Script(raw=[body], raw_status=502, raw_framing="length",
+                     raw_headers=[("content-type", "application/json")]))
+    with pytest.raises(openai.InternalServerError) as caught:
+        await oai_chunks(srv)
+    assert caught.value.status_code == 502 and caught.value.message.endswith("upstream down")
+
+
+def test_a_client_leaving_during_raw_gaps_is_a_disconnect(srv: ProviderServer) -> None:
+    srv.queue(Script(raw=[b"data: 1\n\n", b"data: 2\n\n"], raw_gap=30))
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+    conn.request("POST", "/v1/chat/completions", json.dumps(OPENAI_STREAM),
+                 {"Authorization": "Bearer k"})
+    resp = conn.getresponse()
+    assert resp.read1() == b"data: 1\n\n"
+    left_at = time.monotonic()
+    conn.close()
+    rec = srv.wait_for_disconnect(timeout=2)
+    assert rec.chunks_sent == 1 and not rec.completed
+    assert rec.disconnected_at is not None and rec.disconnected_at - left_at < 1.0
+
+
+@pytest.mark.asyncio
+async def test_composed_events_parse_in_both_sdks_and_a_corrupt_one_raises(
+    srv: ProviderServer,
+) -> None:
+    usage = {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}
+    srv.queue(Script(raw=[
+        openai_chunk({"role": "assistant", "content": ""}, model="gpt-test"),
+        openai_chunk({"content": "Hi"}), b": keep-alive\n\n", openai_chunk({"content": "!"}),
+        openai_chunk({}, "length"), openai_chunk(None, usage=usage), openai_done()]))
+    chunks = await oai_chunks(srv)
+    assert contents(chunks) == ["Hi", "!"] and chunks[0].model == "gpt-test"
+    assert chunks[-2].choices[0].finish_reason == "length"
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 6
+
+    events = anthropic_stream_events(["Bon", "jour"],
+                                     tool_calls=[ToolCall("f", '{"a": [1, 2]}', chunk_size=4)])
+    srv.queue(Script(raw=[*events[:3], anthropic_event({"type": "ping"}), *events[3:]]))
+    async with (
+        ant(srv) as client,
+        client.messages.stream(model="claude-test", max_tokens=10, messages=MESSAGES) as stream,
+    ):
+        message = await stream.get_final_message()
+    assert [b.type for b in message.content] == ["text", "tool_use"]
+    assert message.content[0].type == "text" and message.content[0].text == "Bonjour"
+    assert message.content[1].type == "tool_use" and message.content[1].input == {"a": [1, 2]}
+    assert message.stop_reason == "tool_use"
+
+    events = openai_stream_events(["Hel", "lo"])
+    srv.queue(Script(raw=[*events[:2], b"data: {not json}\n\n", *events[2:]]))
+    with pytest.raises(json.JSONDecodeError):
+        await oai_chunks(srv)
+
+
+def test_the_stream_helpers_send_what_the_server_streams(srv: ProviderServer) -> None:
+    def shape(body: bytes) -> list[Any]:
+        """The events' JSON without what differs per response (ids, time, fingerprint)."""
+        objs = [json.loads(line[6:]) for line in body.decode().split("\n")
+                if line.startswith("data: {")]
+        for obj in objs:
+            for key in ("id", "created", "system_fingerprint"):
+                obj.pop(key, None)
+            if obj.get("type") == "message_start":
+                obj["message"].pop("id")
+        return objs
+
+    calls = [ToolCall("f", '{"a": 1}', id="call_1", chunk_size=3)]
+    for path, helper in (("/v1/chat/completions", openai_stream_events),
+                         ("/v1/messages", anthropic_stream_events)):
+        for deltas, tools in ((["Hel", "lo"], []), ([], calls), (["x"], calls)):
+            srv.queue(Script(chunks=deltas, tool_calls=tools, usage="never"))
+            _, _, scripted = raw_post(srv, path, {"model": "termchat-local", "stream": True},
+                                      {"Authorization": "Bearer k"})
+            assert shape(scripted) == shape(b"".join(helper(deltas, tool_calls=tools)))
+            assert shape(scripted)
 
 
 # --- Timing, size, volume ----------------------------------------------------------------

@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
-from termchat.devserver.scripts import Script, Turn
-from termchat.devserver.wire import Kind, Plan, dumps, rand, status_phrase
+from termchat.devserver.scripts import Script, ToolCall, Turn, generate
+from termchat.devserver.wire import DEFAULT_MODEL, Kind, Plan, dumps, rand, status_phrase
 
 _ERRORS: dict[int, tuple[str, str]] = {
     400: ("invalid_request_error", "Invalid request."),
@@ -26,8 +27,21 @@ HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
 """A stream's headers, besides framing and the request id."""
 
 
-def _sse(obj: dict[str, Any]) -> bytes:
+def anthropic_event(obj: dict[str, Any]) -> bytes:
+    """One Messages stream event, as the server writes it: the ``event:`` line named after
+    ``obj["type"]`` (without it the SDK drops the event), then ``data:``."""
     return f"event: {obj['type']}\ndata: {dumps(obj)}\n\n".encode()
+
+
+def anthropic_stream_events(text_deltas: Sequence[str], stop_reason: str | None = None, *,
+                            tool_calls: Sequence[ToolCall] = (),
+                            model: str = DEFAULT_MODEL) -> list[bytes]:
+    """A complete, valid Messages stream body, one event per item, exactly as the server
+    streams it: message_start, a text block, a tool_use block per call, message_delta
+    (``stop_reason`` None -> "end_turn", or "tool_use" with calls) and message_stop."""
+    reply = Script(chunks=list(text_deltas), finish=stop_reason, tool_calls=list(tool_calls))
+    turn = generate(reply, {"model": model}, "anthropic")
+    return [data for _, data in stream(reply, turn).steps if data]
 
 
 def error_body(status: int, etype: str | None, message: str | None,
@@ -85,11 +99,10 @@ def _message(turn: Turn, content: list[dict[str, Any]], stop: str | None,
 
 
 def stream(reply: Script, turn: Turn) -> Plan:
-    ping = _sse({"type": "ping"})
+    ping = anthropic_event({"type": "ping"})
     start = _message(turn, [], None, final=False)
-    steps: list[tuple[Kind, bytes]] = [("event", _sse({"type": "message_start", "message": start}))]
-
-    # (content_block, deltas) per block, in order.
+    steps: list[tuple[Kind, bytes]] = [
+        ("event", anthropic_event({"type": "message_start", "message": start}))]
     blocks: list[tuple[dict[str, Any], list[tuple[Kind, dict[str, Any]]]]] = []
     if turn.thinking_deltas:
         thinking: list[tuple[Kind, dict[str, Any]]] = [
@@ -109,22 +122,24 @@ def stream(reply: Script, turn: Turn) -> Plan:
                        fragments))
     for index, (content_block, deltas) in enumerate(blocks):
         event = {"type": "content_block_start", "index": index, "content_block": content_block}
-        steps.append(("event", _sse(event)))
+        steps.append(("event", anthropic_event(event)))
         if index == 0:
             # The real API sends one ping right after the first block starts.
             steps.append(("event", ping))
-        steps.extend((kind, _sse({"type": "content_block_delta", "index": index, "delta": d}))
-                     for kind, d in deltas)
+        steps.extend(
+            (kind, anthropic_event({"type": "content_block_delta", "index": index, "delta": d}))
+            for kind, d in deltas)
         if index == len(blocks) - 1:
             steps.append(("end", b""))
-        steps.append(("event", _sse({"type": "content_block_stop", "index": index})))
+        steps.append(("event", anthropic_event({"type": "content_block_stop", "index": index})))
     final = {"type": "message_delta",
              "delta": {"stop_reason": _stop(reply, turn), "stop_sequence": None},
              "usage": _usage(turn, final=True)}
-    steps += [("event", _sse(final)), ("event", _sse({"type": "message_stop"}))]
+    steps += [("event", anthropic_event(final)),
+              ("event", anthropic_event({"type": "message_stop"}))]
     error = {"type": "error", "error": {"type": reply.error_type or "overloaded_error",
                                         "message": reply.error_message or "Overloaded"}}
-    return Plan(headers=HEADERS, steps=steps, error_event=_sse(error), keepalive=ping)
+    return Plan(headers=HEADERS, steps=steps, error_event=anthropic_event(error), keepalive=ping)
 
 
 def message(reply: Script, turn: Turn) -> dict[str, Any]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from termchat.devserver.scripts import Script, Turn
-from termchat.devserver.wire import Kind, Plan, dumps, rand, status_phrase
+from termchat.devserver.scripts import Script, ToolCall, Turn, generate
+from termchat.devserver.wire import DEFAULT_MODEL, Kind, Plan, dumps, rand, status_phrase
 
 # status -> (type, code, message), as the real API words them.
 _ERRORS: dict[int, tuple[str, str | None, str]] = {
@@ -30,6 +31,48 @@ HEADERS = [("content-type", "text/event-stream; charset=utf-8"), ("cache-control
 
 def _sse(obj: object) -> bytes:
     return f"data: {dumps(obj)}\n\n".encode()
+
+
+def _base(model: str, id: str, fingerprint: str) -> dict[str, Any]:
+    """The fields every chunk of one stream repeats."""
+    return {"id": id, "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": model, "service_tier": "default", "system_fingerprint": fingerprint}
+
+
+def _chunk(base: dict[str, Any], delta: dict[str, Any] | None, finish: str | None = None,
+           **extra: Any) -> bytes:
+    choices = [] if delta is None else [
+        {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+    return _sse({**base, "choices": choices, **extra})
+
+
+def openai_chunk(delta: dict[str, Any] | None, finish: str | None = None, *,
+                 usage: dict[str, Any] | None = None, model: str = DEFAULT_MODEL,
+                 id: str = "chatcmpl-termchat-local") -> bytes:
+    """One ``data:`` event of a Chat Completions stream, as the server writes it.
+
+    ``delta`` is ``choices[0].delta``, e.g. ``{"content": "Hi"}``; None gives ``"choices": []``,
+    as the final usage chunk has. ``usage``, if given, is the chunk's usage field.
+    """
+    extra = {} if usage is None else {"usage": usage}
+    return _chunk(_base(model, id, "fp_termchat"), delta, finish, **extra)
+
+
+def openai_done() -> bytes:
+    """The ``data: [DONE]`` event that ends a Chat Completions stream."""
+    return b"data: [DONE]\n\n"
+
+
+def openai_stream_events(text_deltas: Sequence[str], finish: str | None = None, *,
+                         tool_calls: Sequence[ToolCall] = (), usage: bool = False,
+                         model: str = DEFAULT_MODEL) -> list[bytes]:
+    """A complete, valid Chat Completions stream body, one event per item, exactly as the server
+    streams it: the role chunk, the text deltas, the tool calls, the finish (None -> "stop",
+    or "tool_calls" with calls), with ``usage`` the usage chunk, and ``[DONE]``."""
+    reply = Script(chunks=list(text_deltas), finish=finish, tool_calls=list(tool_calls),
+                   usage="always" if usage else "never")
+    turn = generate(reply, {"model": model}, "openai")
+    return [data for _, data in stream(reply, {}, turn).steps if data]
 
 
 def error_body(status: int, etype: str | None, message: str | None,
@@ -74,17 +117,11 @@ def stream(reply: Script, body: dict[str, Any], turn: Turn) -> Plan:
     options = body.get("stream_options")
     asked = isinstance(options, dict) and bool(options.get("include_usage"))
     with_usage = reply.usage == "always" or (reply.usage == "auto" and asked)
-    base: dict[str, Any] = {
-        "id": f"chatcmpl-{rand(29)}", "object": "chat.completion.chunk",
-        "created": int(time.time()), "model": turn.model, "service_tier": "default",
-        "system_fingerprint": f"fp_{secrets.token_hex(5)}"}
+    base = _base(turn.model, f"chatcmpl-{rand(29)}", f"fp_{secrets.token_hex(5)}")
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        obj = {**base, "choices": [choice]}
-        if with_usage:
-            obj["usage"] = None
-        return _sse(obj)
+        # Asked-for usage makes every chunk carry "usage": null until the usage chunk.
+        return _chunk(base, delta, finish, **({"usage": None} if with_usage else {}))
 
     ids = _call_ids(turn)
 
@@ -112,8 +149,8 @@ def stream(reply: Script, body: dict[str, Any], turn: Turn) -> Plan:
             steps.append(("content", chunk({"tool_calls": [piece]})))
     steps += [("end", b""), ("event", chunk({}, _finish(reply, turn)))]
     if with_usage:
-        steps.append(("event", _sse({**base, "choices": [], "usage": _usage(turn)})))
-    steps.append(("event", b"data: [DONE]\n\n"))
+        steps.append(("event", _chunk(base, None, usage=_usage(turn))))
+    steps.append(("event", openai_done()))
     # A mid-stream error is worded like a 500: type server_error, no code.
     error = error_body(500, reply.error_type, reply.error_message, reply.error_code)
     return Plan(headers=HEADERS, steps=steps, error_event=_sse(error),

@@ -100,6 +100,23 @@ class Script:
     """OpenAI: parallel calls' fragments alternate between indexes (each call's header still
     comes before its first fragment), as real parallel calls can. Anthropic content blocks
     never interleave, so it is ignored there."""
+    raw: list[bytes] | None = None
+    """The response body exactly, written item by item: each item is its own TCP write
+    (TCP_NODELAY, drained, and with ``raw_gap`` seconds between items) and, with chunked
+    framing, its own HTTP chunk. An empty item writes nothing. With ``raw`` set, everything
+    else about the reply is ignored, for streaming and non-streaming requests alike; the
+    event helpers (``openai_chunk``, ``anthropic_stream_events``...) build realistic items."""
+    raw_status: int = 200
+    raw_headers: list[tuple[str, str]] | None = None
+    """None -> the provider's normal event-stream headers (content-type etc.). The request-id
+    header is always added, and so are the framing headers ``raw_framing`` implies
+    (transfer-encoding, content-length, connection) unless these headers name them: a script
+    can lie about its framing, e.g. chunk-frame its own items under "close"."""
+    raw_framing: Literal["chunked", "length", "close"] = "chunked"
+    """"length": a content-length of all the items; "close": neither, the body ends when the
+    server closes the socket after the last item (end it early to cut a body abruptly)."""
+    raw_gap: float = 0.0
+    """Seconds between raw items; above 0 each item arrives in a read of its own."""
 
 
 @dataclass

@@ -219,6 +219,8 @@ class ProviderServer:
             await self._error(conn, provider, Script(status=400, error_message=message))
         else:
             reply = self._next_reply()
+            if reply.raw is not None:
+                return await self._raw(conn, provider, reply) and raw.keep_alive
             if reply.status != 200:
                 if not await conn.pause(reply.header_delay):
                     return False
@@ -319,6 +321,34 @@ class ProviderServer:
         await conn.flush(last=True)
         conn.active = None
         return True
+
+    async def _raw(self, conn: Connection, provider: Provider, reply: Script) -> bool:
+        """Send ``reply.raw`` as it is; True if the connection can serve another request."""
+        items = [item for item in reply.raw or [] if item]
+        headers = list((openai_wire.HEADERS if provider == "openai" else anthropic_wire.HEADERS)
+                       if reply.raw_headers is None else reply.raw_headers)
+        named = {name.lower() for name, _ in headers}
+        framing = {"chunked": [("transfer-encoding", "chunked"), ("connection", "keep-alive")],
+                   "length": [("content-length", str(sum(map(len, items)))),
+                              ("connection", "keep-alive")],
+                   "close": [("connection", "close")]}[reply.raw_framing]
+        headers += [(name, value) for name, value in framing if name not in named]
+        await conn.write(head(reply.raw_status, [*headers, *self._ids(provider)[1]]))
+        chunked = reply.raw_framing == "chunked"
+        for n, item in enumerate(items):
+            if n and not await conn.pause(reply.raw_gap):
+                return False
+            conn.queue(item, delta=True)
+            await conn.flush(chunked=chunked)
+            if conn.closed.is_set():
+                return False
+        await conn.flush(last=True, chunked=chunked)
+        conn.active = None
+        if reply.raw_framing == "close":
+            conn.abort()
+            return False
+        return not any(name.lower() == "connection" and "close" in value.lower()
+                       for name, value in headers)
 
     async def _cut(self, conn: Connection, plan: Plan, cut: str) -> bool:
         if cut == "error":

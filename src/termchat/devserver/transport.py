@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ class Request:
     last_chunk_at: float | None = None
     """When the final byte of the body was written, or the last delta if the body was cut."""
     chunks_sent: int = 0
-    """Content deltas written."""
+    """Content deltas written (for a raw script, body items)."""
     completed: bool = False
     """The response was sent to its (scripted) end and the body terminated properly."""
     disconnected_at: float | None = None
@@ -70,6 +71,11 @@ class Connection:
         self._pending_size = 0
         self._pending_deltas = 0
         self._pump = asyncio.create_task(self._read_forever())
+        # asyncio already sets it on TCP sockets; raw scripts rely on it, so it is not left to
+        # an implementation detail.
+        sock = writer.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     async def _read_forever(self) -> None:
         # The SDKs never pipeline, so anything read mid-response is just buffered; an EOF or a
@@ -140,13 +146,15 @@ class Connection:
     def pending_size(self) -> int:
         return self._pending_size
 
-    async def flush(self, *, last: bool = False) -> None:
-        """Write what is queued as one HTTP chunk; ``last`` also ends the chunked body."""
-        data = b"".join(self._pending)
-        framed = b"%x\r\n%b\r\n" % (len(data), data) if data else b""
-        if last:
-            framed += b"0\r\n\r\n"
-        if not framed:
+    async def flush(self, *, last: bool = False, chunked: bool = True) -> None:
+        """Write what is queued as one HTTP chunk (or as it is, not ``chunked``); ``last`` also
+        ends the body: the terminating chunk, or nothing but the record."""
+        framed = data = b"".join(self._pending)
+        if chunked:
+            framed = b"%x\r\n%b\r\n" % (len(data), data) if data else b""
+            if last:
+                framed += b"0\r\n\r\n"
+        if not framed and not last:
             return
         rec, now = self.active, time.monotonic()
         # The record is updated before the bytes leave, so a client that has just read them
@@ -161,7 +169,8 @@ class Connection:
                 rec.completed = True
         self._pending.clear()
         self._pending_size = self._pending_deltas = 0
-        await self.write(framed)
+        if framed:
+            await self.write(framed)
 
     def abort(self) -> None:
         """Close the socket, as a crashing server would, without it counting as the client
