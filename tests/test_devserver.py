@@ -23,7 +23,16 @@ import pytest
 from openai.types.chat import ChatCompletionChunk
 
 from termchat import devserver
-from termchat.devserver import ProviderServer, Script
+from termchat.devserver import (
+    ProviderServer,
+    Script,
+    ToolCall,
+    anthropic_event,
+    anthropic_stream_events,
+    openai_chunk,
+    openai_done,
+    openai_stream_events,
+)
 
 MESSAGES: list[Any] = [{"role": "user", "content": "Hello there"}]
 
@@ -62,6 +71,30 @@ async def oai_chunks(
 
 def contents(chunks: list[ChatCompletionChunk]) -> list[str]:
     return [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+
+
+def cut(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def tool_calls_by_index(chunks: list[ChatCompletionChunk]) -> dict[int, dict[str, Any]]:
+    """Accumulate ``delta.tool_calls`` by index, as a client must."""
+    calls: dict[int, dict[str, Any]] = {}
+    for c in chunks:
+        for part in (c.choices[0].delta.tool_calls or []) if c.choices else []:
+            call = calls.setdefault(part.index, {"id": None, "name": "", "arguments": ""})
+            call["id"] = part.id or call["id"]
+            if part.function:
+                call["name"] += part.function.name or ""
+                call["arguments"] += part.function.arguments or ""
+    return calls
+
+
+def fragments(chunks: list[ChatCompletionChunk]) -> list[tuple[int, str]]:
+    """(index, arguments) of every tool-call delta that carries argument text."""
+    return [(p.index, p.function.arguments) for c in chunks if c.choices
+            for p in c.choices[0].delta.tool_calls or []
+            if p.function and p.function.arguments]
 
 
 def raw_post(
@@ -295,6 +328,237 @@ async def test_keepalives_are_ignored_by_both_sdks(srv: ProviderServer) -> None:
         client.messages.stream(model="claude-test", max_tokens=10, messages=MESSAGES) as stream,
     ):
         assert [t async for t in stream.text_stream] == list("abcd")
+
+
+# --- Tool calls --------------------------------------------------------------------------
+
+WEATHER = '{"location": "Paris", "unit": "celsius"}'
+OPENAI_ID = re.compile(r"call_[A-Za-z0-9]{24}")
+ANTHROPIC_ID = re.compile(r"toolu_01[A-Za-z0-9]{22}")
+
+
+@pytest.mark.asyncio
+async def test_openai_tool_calls_stream_after_the_text_by_index(srv: ProviderServer) -> None:
+    srv.queue(Script(text="Let me check.", chunk_size=5, tool_calls=[
+        ToolCall("get_weather", WEATHER, id="call_given"),
+        ToolCall("get_time", '{"tz": "Europe/Paris"}', chunk_size=6)]))
+    chunks = await oai_chunks(srv)
+
+    assert chunks[0].choices[0].delta.content == ""
+    assert "".join(contents(chunks)) == "Let me check."
+    calls = tool_calls_by_index(chunks)
+    assert calls[0] == {"id": "call_given", "name": "get_weather", "arguments": WEATHER}
+    assert calls[1]["name"] == "get_time" and calls[1]["arguments"] == '{"tz": "Europe/Paris"}'
+    assert OPENAI_ID.fullmatch(calls[1]["id"])
+    assert fragments(chunks) == [(0, f) for f in cut(WEATHER, 8)] + [
+        (1, f) for f in cut('{"tz": "Europe/Paris"}', 6)]
+    parts = [p for c in chunks if c.choices for p in c.choices[0].delta.tool_calls or []]
+    headers = [p for p in parts if p.id]
+    # The id, type and name come once per call, with empty arguments; fragments carry neither.
+    assert [(p.index, p.type, p.function and p.function.arguments) for p in headers] == [
+        (0, "function", ""), (1, "function", "")]
+    assert all(p.function and p.function.name is None for p in parts if not p.id)
+    text_at = max(i for i, c in enumerate(chunks) if contents([c]))
+    assert all(not (c.choices and c.choices[0].delta.tool_calls) for c in chunks[:text_at])
+    assert chunks[-2].choices[0].finish_reason == "tool_calls"
+    assert chunks[-1].usage is not None
+    assert srv.requests[0].chunks_sent == 3 + len(cut(WEATHER, 8)) + 4
+
+
+@pytest.mark.asyncio
+async def test_openai_parallel_calls_without_text_open_the_stream_and_can_interleave(
+    srv: ProviderServer,
+) -> None:
+    srv.queue(Script(interleave=True, tool_calls=[
+        ToolCall("a", '{"x": 1234567}', chunk_size=4), ToolCall("b", '{"y": 2}', chunk_size=4)]))
+    chunks = await oai_chunks(srv)
+
+    first = chunks[0].choices[0].delta
+    assert (first.role, first.content, first.refusal) == ("assistant", None, None)
+    assert first.tool_calls and first.tool_calls[0].id and first.tool_calls[0].index == 0
+    assert contents(chunks) == []
+    assert [i for i, _ in fragments(chunks)] == [0, 1, 0, 1, 0, 0]
+    calls = tool_calls_by_index(chunks)
+    assert [calls[0]["arguments"], calls[1]["arguments"]] == ['{"x": 1234567}', '{"y": 2}']
+    assert calls[0]["id"] != calls[1]["id"]
+    assert chunks[-2].choices[0].finish_reason == "tool_calls"
+
+
+@pytest.mark.asyncio
+async def test_anthropic_tool_use_blocks_stream_after_thinking_and_text(
+    srv: ProviderServer,
+) -> None:
+    srv.queue(Script(text="Checking.", thinking="Weather?", tool_calls=[
+        ToolCall("get_weather", WEATHER), ToolCall("get_time", "{}", id="toolu_given")]))
+    async with (
+        ant(srv) as client,
+        client.messages.stream(model="claude-test", max_tokens=100, messages=MESSAGES) as stream,
+    ):
+        partials = [e.partial_json async for e in stream if e.type == "input_json"]
+        message = await stream.get_final_message()
+
+    assert [b.type for b in message.content] == ["thinking", "text", "tool_use", "tool_use"]
+    weather, clock = message.content[2], message.content[3]
+    assert weather.type == "tool_use" and clock.type == "tool_use"
+    assert ANTHROPIC_ID.fullmatch(weather.id) and weather.name == "get_weather"
+    assert weather.input == {"location": "Paris", "unit": "celsius"}
+    assert (clock.id, clock.name, clock.input) == ("toolu_given", "get_time", {})
+    # Each block's input starts with an empty fragment, as the real API sends.
+    assert partials == ["", *cut(WEATHER, 8), "", "{}"]
+    assert message.stop_reason == "tool_use"
+
+
+@pytest.mark.asyncio
+async def test_anthropic_raw_tool_use_events(srv: ProviderServer) -> None:
+    srv.queue(Script(tool_calls=[ToolCall("get_weather", WEATHER, chunk_size=10)]))
+    async with ant(srv) as client:
+        stream = await client.messages.create(
+            model="claude-test", max_tokens=10, messages=MESSAGES, stream=True)
+        async with stream:
+            events = [event async for event in stream]
+    start = events[1]
+    assert start.type == "content_block_start" and start.index == 0
+    assert start.content_block.type == "tool_use" and start.content_block.input == {}
+    deltas = [e.delta for e in events if e.type == "content_block_delta"]
+    assert [d.type for d in deltas] == ["input_json_delta"] * 5
+    assert [d.partial_json for d in deltas if d.type == "input_json_delta"] == [
+        "", *cut(WEATHER, 10)]
+    assert [e.type for e in events[-3:]] == ["content_block_stop", "message_delta", "message_stop"]
+    final = events[-2]
+    assert final.type == "message_delta" and final.delta.stop_reason == "tool_use"
+
+
+@pytest.mark.asyncio
+async def test_invalid_json_arguments_arrive_verbatim(srv: ProviderServer) -> None:
+    broken = '{"location": "Par'
+    srv.queue(Script(tool_calls=[ToolCall("get_weather", broken, chunk_size=5)]))
+    calls = tool_calls_by_index(await oai_chunks(srv))
+    assert calls[0]["arguments"] == broken
+
+    srv.queue(Script(tool_calls=[ToolCall("get_weather", "{nope", chunk_size=2)]))
+    async with ant(srv) as client:
+        stream = await client.messages.create(
+            model="claude-test", max_tokens=10, messages=MESSAGES, stream=True)
+        async with stream:
+            partial = [e.delta.partial_json async for e in stream if e.type == "content_block_delta"
+                       and e.delta.type == "input_json_delta"]
+    assert "".join(partial) == "{nope"
+
+    # The SDK's stream helper parses as it goes and gives up on JSON that can never be valid.
+    srv.queue(Script(tool_calls=[ToolCall("get_weather", "{nope", chunk_size=2)]))
+    async with ant(srv) as client:
+        with pytest.raises(ValueError, match="Unable to parse tool parameter JSON"):
+            async with client.messages.stream(
+                model="claude-test", max_tokens=10, messages=MESSAGES
+            ) as helper:
+                await helper.get_final_message()
+
+
+@pytest.mark.asyncio
+async def test_non_streamed_tool_calls(srv: ProviderServer) -> None:
+    srv.queue(Script(tool_calls=[ToolCall("get_weather", WEATHER), ToolCall("f", "[oops")]))
+    async with oai(srv) as client:
+        completion = await client.chat.completions.create(model="gpt-test", messages=MESSAGES)
+    choice = completion.choices[0]
+    assert choice.message.content is None and choice.finish_reason == "tool_calls"
+    assert choice.message.tool_calls
+    assert [(c.type, c.function.name, c.function.arguments)
+            for c in choice.message.tool_calls if c.type == "function"] == [
+        ("function", "get_weather", WEATHER), ("function", "f", "[oops")]
+    assert all(OPENAI_ID.fullmatch(c.id) for c in choice.message.tool_calls)
+
+    srv.queue(Script(text="Sure.", tool_calls=[
+        ToolCall("get_weather", WEATHER), ToolCall("f", "[oops"), ToolCall("g", "[1]")]))
+    async with ant(srv) as client:
+        message = await client.messages.create(
+            model="claude-test", max_tokens=10, messages=MESSAGES)
+    assert [b.type for b in message.content] == ["text", "tool_use", "tool_use", "tool_use"]
+    inputs = [(b.name, b.input) for b in message.content if b.type == "tool_use"]
+    # `input` is always an object: what is not a JSON object arrives as {}.
+    assert inputs == [("get_weather", {"location": "Paris", "unit": "celsius"}), ("f", {}),
+                      ("g", {})]
+    assert message.stop_reason == "tool_use"
+
+
+@pytest.mark.asyncio
+async def test_a_stream_can_be_cut_in_the_middle_of_a_calls_arguments(
+    srv: ProviderServer,
+) -> None:
+    # Two text deltas, then the arguments: cut after their second fragment.
+    srv.queue(Script(text="abcd", chunk_size=2, error_after=4,
+                     tool_calls=[ToolCall("get_weather", WEATHER)]))
+    chunks: list[ChatCompletionChunk] = []
+    async with oai(srv) as client:
+        stream = await client.chat.completions.create(
+            model="gpt-test", messages=MESSAGES, stream=True)
+        with pytest.raises(openai.APIError):
+            async with stream:
+                async for chunk in stream:
+                    chunks.append(chunk)
+    assert tool_calls_by_index(chunks)[0]["arguments"] == WEATHER[:16]
+    assert srv.requests[-1].chunks_sent == 4
+
+    srv.queue(Script(disconnect_after=3, tool_calls=[ToolCall("get_weather", WEATHER)]))
+    async with ant(srv) as client:
+        with pytest.raises(httpx2.TransportError):
+            async with client.messages.stream(
+                model="claude-test", max_tokens=10, messages=MESSAGES
+            ) as helper:
+                async for _ in helper:
+                    pass
+    block = helper.current_message_snapshot.content[0]
+    # 24 characters: '{"location": "Paris", "u', which parses partially to the first key.
+    assert block.type == "tool_use" and block.input == {"location": "Paris"}
+    assert srv.requests[-1].chunks_sent == 3 and not srv.requests[-1].completed
+
+
+@pytest.mark.asyncio
+async def test_argument_fragments_are_paced_like_text(srv: ProviderServer) -> None:
+    srv.queue(Script(delay=0.1, tool_calls=[ToolCall("f", '{"a": 1}', chunk_size=3)]))
+    arrivals: list[float] = []
+    async with oai(srv) as client:
+        stream = await client.chat.completions.create(
+            model="gpt-test", messages=MESSAGES, stream=True)
+        async with stream:
+            async for chunk in stream:
+                if fragments([chunk]):
+                    arrivals.append(time.monotonic())
+    assert len(arrivals) == 3
+    assert arrivals[1] - arrivals[0] >= 0.09 and arrivals[2] - arrivals[1] >= 0.09
+
+
+@pytest.mark.asyncio
+async def test_follow_ups_with_tool_results_are_recorded_and_quoted_as_such(
+    srv: ProviderServer,
+) -> None:
+    srv.default = Script()
+    followup: list[Any] = [
+        *MESSAGES,
+        {"role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": WEATHER}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "18 °C"}]
+    async with oai(srv) as client:
+        completion = await client.chat.completions.create(model="gpt-test", messages=followup)
+    assert "> (tool results)" in (completion.choices[0].message.content or "")
+    assert srv.requests[-1].body["messages"][-1] == {
+        "role": "tool", "tool_call_id": "call_1", "content": "18 °C"}
+
+    tool_use = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}
+    result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "18 °C"}
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                         "data": "iVBORw0KGgo="}}
+    async with ant(srv) as client:
+        for content, quoted in (([result], "> (tool results)"),
+                                ([image, {"type": "text", "text": "What is it?"}],
+                                 "> What is it?")):
+            message = await client.messages.create(
+                model="claude-test", max_tokens=10,
+                messages=[*MESSAGES, {"role": "assistant", "content": [tool_use]},
+                          {"role": "user", "content": content}])
+            assert message.content[0].type == "text" and quoted in message.content[0].text
+            assert "Hello there" not in message.content[0].text
+    assert srv.requests[-2].body["messages"][-1]["content"] == [result]
 
 
 # --- Errors ------------------------------------------------------------------------------
@@ -543,6 +807,231 @@ async def test_disconnect_during_a_delay_is_noticed_before_the_next_write(
     assert rec.chunks_sent == 0
 
 
+# --- Raw scripting and the event helpers -------------------------------------------------
+
+OPENAI_STREAM = {"model": "gpt-test", "messages": MESSAGES, "stream": True}
+
+
+def socket_reads(server: ProviderServer, body: dict[str, Any]) -> tuple[str, list[bytes]]:
+    """POST over a bare socket and read to EOF: the response head, and the body as it came,
+    one item per successful recv()."""
+    data = json.dumps(body).encode()
+    request = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: local\r\n"
+               f"Authorization: Bearer k\r\nContent-Length: {len(data)}\r\n"
+               "Connection: close\r\n\r\n").encode()
+    reads: list[bytes] = []
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(request + data)
+        while piece := sock.recv(1 << 16):
+            reads.append(piece)
+    received = b"".join(reads)
+    end = received.index(b"\r\n\r\n") + 4
+    body_reads, offset = [], 0
+    for piece in reads:
+        body_reads.append(piece[max(0, end - offset):])
+        offset += len(piece)
+    return received[:end].decode("latin-1"), [r for r in body_reads if r]
+
+
+def chunk_frame(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def test_raw_items_arrive_as_separate_reads_and_http_chunks(srv: ProviderServer) -> None:
+    items = [b"data: 1\n\n", b"data: 22\n\n", b"", b"data: 333\n\n"]
+    srv.queue(Script(raw=items, raw_gap=0.2))
+    head, reads = socket_reads(srv, OPENAI_STREAM)
+
+    assert head.startswith("HTTP/1.1 200 OK\r\n")
+    assert "content-type: text/event-stream; charset=utf-8\r\n" in head
+    assert "transfer-encoding: chunked\r\n" in head and "x-request-id: req_" in head
+    # The empty item writes nothing (as a chunk it would end the body); the last item and the
+    # terminating chunk may share a read, having no gap between them.
+    assert reads[:2] == [chunk_frame(items[0]), chunk_frame(items[1])]
+    assert b"".join(reads[2:]) == chunk_frame(items[3]) + b"0\r\n\r\n"
+    rec = srv.requests[0]
+    assert rec.completed and rec.chunks_sent == 3
+    assert rec.first_chunk_at is not None and rec.last_chunk_at is not None
+    assert rec.last_chunk_at - rec.first_chunk_at >= 0.35
+
+
+def test_raw_close_framing_ends_the_body_with_the_socket(srv: ProviderServer) -> None:
+    items = [b"data: {\"partial", b"\": tru"]
+    srv.queue(Script(raw=items, raw_framing="close", raw_status=201,
+                     raw_headers=[("content-type", "application/x-weird")]))
+    head, reads = socket_reads(srv, OPENAI_STREAM)
+    assert head.startswith("HTTP/1.1 201 Created\r\n")
+    assert "content-type: application/x-weird\r\n" in head and "connection: close" in head
+    assert "transfer-encoding" not in head and "content-length" not in head
+    assert "text/event-stream" not in head
+    assert b"".join(reads) == b"".join(items)
+    assert srv.requests[0].completed and srv.requests[0].chunks_sent == 2
+
+
+@pytest.mark.asyncio
+async def test_a_body_cut_mid_event_ends_both_sdk_streams_silently(srv: ProviderServer) -> None:
+    events = openai_stream_events(["Hel", "lo"])
+    srv.queue(Script(raw=[*events[:2], events[2][:30]], raw_framing="close"))
+    chunks = await oai_chunks(srv)
+    assert contents(chunks) == ["Hel"]
+    assert all(c.choices[0].finish_reason is None for c in chunks)
+
+    events = anthropic_stream_events(["Hel", "lo"])
+    srv.queue(Script(raw=[*events[:4], events[4][:30]], raw_framing="close"))
+    async with (
+        ant(srv) as client,
+        client.messages.stream(model="claude-test", max_tokens=10, messages=MESSAGES) as stream,
+    ):
+        assert [t async for t in stream.text_stream] == ["Hel"]
+        assert stream.current_message_snapshot.stop_reason is None
+
+
+def test_raw_length_framing_and_a_script_lying_about_its_framing(srv: ProviderServer) -> None:
+    srv.queue(Script(raw=[b"abc", b"def"], raw_framing="length"), Script(text="next"),
+              Script(raw=[chunk_frame(b"hello"), b"5\r\nwor"], raw_framing="close",
+                     raw_headers=[("content-type", "text/event-stream"),
+                                  ("transfer-encoding", "chunked")]))
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+    conn.request("POST", "/v1/chat/completions", json.dumps(OPENAI_STREAM),
+                 {"Authorization": "Bearer k"})
+    resp = conn.getresponse()
+    assert resp.getheader("content-length") == "6" and resp.getheader("transfer-encoding") is None
+    assert resp.read() == b"abcdef"
+    sock = conn.sock
+    conn.request("POST", "/v1/chat/completions", json.dumps(OPENAI_STREAM),
+                 {"Authorization": "Bearer k"})
+    resp = conn.getresponse()
+    assert conn.sock is sock and b'"content":"next"' in resp.read()
+
+    conn.request("POST", "/v1/chat/completions", json.dumps(OPENAI_STREAM),
+                 {"Authorization": "Bearer k"})
+    resp = conn.getresponse()
+    assert resp.getheader("transfer-encoding") == "chunked"
+    assert resp.getheader("connection") == "close"
+    with pytest.raises(http.client.IncompleteRead) as cut_short:
+        resp.read()
+    assert cut_short.value.partial == b"hello"
+    conn.close()
+
+
+@pytest.mark.asyncio
+async def test_a_gzip_header_over_a_plain_body_is_a_decoding_error(srv: ProviderServer) -> None:
+    lie = [("content-type", "text/event-stream"), ("content-encoding", "gzip")]
+    srv.queue(Script(raw=openai_stream_events(["hi"]), raw_headers=lie))
+    with pytest.raises(openai.APIConnectionError) as caught:
+        await oai_chunks(srv)
+    assert isinstance(caught.value.__cause__, httpx2.DecodingError)
+
+    srv.queue(Script(raw=anthropic_stream_events(["hi"]), raw_headers=lie))
+    async with ant(srv) as client:
+        with pytest.raises(httpx2.DecodingError):
+            async with client.messages.stream(
+                model="claude-test", max_tokens=10, messages=MESSAGES
+            ) as stream:
+                await stream.get_final_text()
+    assert all(r.completed for r in srv.requests)
+
+
+@pytest.mark.asyncio
+async def test_an_html_200_gives_no_events_to_either_sdk(srv: ProviderServer) -> None:
+    page = b"<!doctype html><title>Captive portal</title><p>Log in first.</p>"
+    html = Script(raw=[page], raw_framing="length",
+                  raw_headers=[("content-type", "text/html; charset=utf-8")])
+    srv.queue(html, html, html)
+    assert await oai_chunks(srv) == []
+    async with oai(srv) as client:
+        # Not JSON, so the SDK hands back the body text in place of a ChatCompletion.
+        completion: Any = await client.chat.completions.create(
+            model="gpt-test", messages=MESSAGES)
+    assert completion == page.decode()
+    async with ant(srv) as client:
+        stream = await client.messages.create(
+            model="claude-test", max_tokens=10, messages=MESSAGES, stream=True)
+        async with stream:
+            assert [e async for e in stream] == []
+    assert [r.completed for r in srv.requests] == [True, True, True]
+
+
+@pytest.mark.asyncio
+async def test_raw_status_with_a_custom_error_body(srv: ProviderServer) -> None:
+    body = json.dumps({"error": {"message": "upstream down", "type": "proxy_error"}}).encode()
+    srv.queue(Script(raw=[body], raw_status=502, raw_framing="length",
+                     raw_headers=[("content-type", "application/json")]))
+    with pytest.raises(openai.InternalServerError) as caught:
+        await oai_chunks(srv)
+    assert caught.value.status_code == 502 and caught.value.message.endswith("upstream down")
+
+
+def test_a_client_leaving_during_raw_gaps_is_a_disconnect(srv: ProviderServer) -> None:
+    srv.queue(Script(raw=[b"data: 1\n\n", b"data: 2\n\n"], raw_gap=30))
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+    conn.request("POST", "/v1/chat/completions", json.dumps(OPENAI_STREAM),
+                 {"Authorization": "Bearer k"})
+    resp = conn.getresponse()
+    assert resp.read1() == b"data: 1\n\n"
+    left_at = time.monotonic()
+    conn.close()
+    rec = srv.wait_for_disconnect(timeout=2)
+    assert rec.chunks_sent == 1 and not rec.completed
+    assert rec.disconnected_at is not None and rec.disconnected_at - left_at < 1.0
+
+
+@pytest.mark.asyncio
+async def test_composed_events_parse_in_both_sdks_and_a_corrupt_one_raises(
+    srv: ProviderServer,
+) -> None:
+    usage = {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}
+    srv.queue(Script(raw=[
+        openai_chunk({"role": "assistant", "content": ""}, model="gpt-test"),
+        openai_chunk({"content": "Hi"}), b": keep-alive\n\n", openai_chunk({"content": "!"}),
+        openai_chunk({}, "length"), openai_chunk(None, usage=usage), openai_done()]))
+    chunks = await oai_chunks(srv)
+    assert contents(chunks) == ["Hi", "!"] and chunks[0].model == "gpt-test"
+    assert chunks[-2].choices[0].finish_reason == "length"
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 6
+
+    events = anthropic_stream_events(["Bon", "jour"],
+                                     tool_calls=[ToolCall("f", '{"a": [1, 2]}', chunk_size=4)])
+    srv.queue(Script(raw=[*events[:3], anthropic_event({"type": "ping"}), *events[3:]]))
+    async with (
+        ant(srv) as client,
+        client.messages.stream(model="claude-test", max_tokens=10, messages=MESSAGES) as stream,
+    ):
+        message = await stream.get_final_message()
+    assert [b.type for b in message.content] == ["text", "tool_use"]
+    assert message.content[0].type == "text" and message.content[0].text == "Bonjour"
+    assert message.content[1].type == "tool_use" and message.content[1].input == {"a": [1, 2]}
+    assert message.stop_reason == "tool_use"
+
+    events = openai_stream_events(["Hel", "lo"])
+    srv.queue(Script(raw=[*events[:2], b"data: {not json}\n\n", *events[2:]]))
+    with pytest.raises(json.JSONDecodeError):
+        await oai_chunks(srv)
+
+
+def test_the_stream_helpers_send_what_the_server_streams(srv: ProviderServer) -> None:
+    def shape(body: bytes) -> list[Any]:
+        """The events' JSON without what differs per response (ids, time, fingerprint)."""
+        objs = [json.loads(line[6:]) for line in body.decode().split("\n")
+                if line.startswith("data: {")]
+        for obj in objs:
+            for key in ("id", "created", "system_fingerprint"):
+                obj.pop(key, None)
+            if obj.get("type") == "message_start":
+                obj["message"].pop("id")
+        return objs
+
+    calls = [ToolCall("f", '{"a": 1}', id="call_1", chunk_size=3)]
+    for path, helper in (("/v1/chat/completions", openai_stream_events),
+                         ("/v1/messages", anthropic_stream_events)):
+        for deltas, tools in ((["Hel", "lo"], []), ([], calls), (["x"], calls)):
+            srv.queue(Script(chunks=deltas, tool_calls=tools, usage="never"))
+            _, _, scripted = raw_post(srv, path, {"model": "termchat-local", "stream": True},
+                                      {"Authorization": "Bearer k"})
+            assert shape(scripted) == shape(b"".join(helper(deltas, tool_calls=tools)))
+            assert shape(scripted)
+
+
 # --- Timing, size, volume ----------------------------------------------------------------
 
 
@@ -709,7 +1198,7 @@ def test_wait_for_disconnect_times_out_when_nobody_left(srv: ProviderServer) -> 
 
 
 def test_cli_prints_exports_falls_back_when_the_port_is_taken_and_exits_quietly() -> None:
-    src = Path(devserver.__file__).resolve().parents[1]
+    src = Path(devserver.__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(src)}
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
