@@ -37,12 +37,6 @@ from termchat.devserver import (
 MESSAGES: list[Any] = [{"role": "user", "content": "Hello there"}]
 
 
-@pytest.fixture
-def srv(provider_server: ProviderServer) -> ProviderServer:
-    provider_server.default = Script(text="default reply")
-    return provider_server
-
-
 def oai(server: ProviderServer, **kwargs: Any) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(
         api_key="test", base_url=server.openai_base_url, max_retries=0, **kwargs
@@ -1093,6 +1087,7 @@ async def test_ten_thousand_chunks_go_through_quickly(srv: ProviderServer) -> No
 
 @pytest.mark.asyncio
 async def test_queue_is_fifo_across_endpoints_then_the_default(srv: ProviderServer) -> None:
+    srv.default = Script(text="default reply")
     srv.queue(Script(text="first"), Script(text="second"))
     async with oai(srv) as client:
         completion = await client.chat.completions.create(model="gpt-test", messages=MESSAGES)

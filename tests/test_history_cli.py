@@ -35,7 +35,7 @@ from termchat.errors import RateLimitedError
 from termchat.events import Finish, Usage
 from termchat.history import ConversationRecord, HistoryStore
 from termchat.turn import Conversation, Reply, Status
-from tests.test_oneshot import (
+from tests.support.cli import (
     BASE_CONFIG,
     TERMCHAT,
     environment,
@@ -44,7 +44,7 @@ from tests.test_oneshot import (
     spawn,
     termchat,
 )
-from tests.test_oneshot_tmux import Tmux, tmux  # noqa: F401 - the fixture
+from tests.support.tmux import Tmux
 
 SECRET = "sk-hist-SECRET-4242424242"
 # What a conversation stored by a run with only OPENAI_BASE_URL set is called.
@@ -706,7 +706,7 @@ def test_a_fresh_tui_opens_the_history_unless_it_is_off(
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_continue_in_a_real_terminal_shows_the_last_conversation_and_goes_on_with_it(
-        tmux: Tmux, provider_server: ProviderServer, tmp_path: Path) -> None:  # noqa: F811
+        tmux: Tmux, provider_server: ProviderServer, tmp_path: Path) -> None:
     _france_and_ocean(tmp_path)
     provider_server.queue(Script(text="The Mariana Trench.", chunk_size=4, delay=0.01))
     tmux.start(f"{TERMCHAT} -c; echo EXIT=$?; sleep 600")

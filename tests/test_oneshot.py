@@ -13,80 +13,30 @@ import json
 import os
 import pty
 import re
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
 from termchat.devserver import ProviderServer, Request, Script
+from tests.support.cli import (
+    BASE_CONFIG,
+    TERMCHAT,
+    Run,
+    environment,
+    lines_of,
+    run_concurrently,
+    spawn,
+    termchat,
+)
+from tests.support.models import closed_port
 
-_found = shutil.which("termchat", path=str(Path(sys.executable).parent))
-assert _found, "termchat is not installed in this environment (pip install -e .)"
-TERMCHAT: str = _found
-
-# SDK retries would add a second per failed request; tests want the first answer.
-BASE_CONFIG = "[defaults]\nmax_retries = 0\n"
 UNCAPPED = ("no --max-tokens was set, so the server's own limit or its context window ended it: "
             "ask for a shorter answer, or start a new conversation")
-Run = subprocess.CompletedProcess[bytes]
-
-
-def environment(tmp: Path, server: ProviderServer | None = None, provider: str = "openai", *,
-                key: bool = True, config: str = BASE_CONFIG,
-                base_url: str | None = None) -> dict[str, str]:
-    """The parent's environment without any provider or termchat settings, plus XDG dirs in
-    `tmp`, a config file, and the base URL (and a dummy key) of `provider`."""
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith(("OPENAI_", "ANTHROPIC_", "TERMCHAT_", "XDG_"))}
-    env["XDG_CONFIG_HOME"] = str(tmp / "config")
-    env["XDG_DATA_HOME"] = str(tmp / "data")
-    if config:
-        (tmp / "config" / "termchat").mkdir(parents=True, exist_ok=True)
-        (tmp / "config" / "termchat" / "config.toml").write_text(config)
-    if server is not None or base_url is not None:
-        prefix = provider.upper()
-        env[f"{prefix}_BASE_URL"] = base_url or (
-            server.openai_base_url if provider == "openai" else server.anthropic_base_url)
-        if key:
-            env[f"{prefix}_API_KEY"] = "test-key"
-    return env
-
-
-def termchat(args: list[str], env: dict[str, str], stdin: bytes = b"",
-             python_flags: tuple[str, ...] = ()) -> Run:
-    """Run termchat to the end with `stdin` (not a terminal; empty unless given)."""
-    command = [sys.executable, *python_flags, TERMCHAT] if python_flags else [TERMCHAT]
-    return subprocess.run([*command, *args], input=stdin, capture_output=True, env=env,
-                          timeout=60, check=False)
-
-
-def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    # SIGINT back to its default: a test run started in the background would otherwise pass
-    # on an ignored SIGINT, and Python would not turn it into KeyboardInterrupt.
-    return subprocess.Popen([TERMCHAT, *args], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-
-
-def lines_of(data: bytes) -> list[str]:
-    return data.decode().splitlines()
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 # --- the scripted runs --------------------------------------------------------------------
 
@@ -191,22 +141,6 @@ CASES: dict[str, Case] = {
 }
 
 
-R = TypeVar("R")
-
-
-@contextmanager
-def run_concurrently(names: Iterable[str], run: Callable[[str], R],
-                     servers: list[ProviderServer]) -> Iterator[dict[str, R]]:
-    """`run` for every name at once, in threads (each runs termchat as a subprocess); the
-    `servers` the runs started are stopped once the results are no longer needed."""
-    try:
-        with ThreadPoolExecutor(max_workers=(os.cpu_count() or 2) + 2) as pool:
-            yield dict(zip(names, pool.map(run, names), strict=True))
-    finally:
-        for server in servers:
-            server.stop()
-
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Result]]:
     """Every case in `CASES`, each against its own server, run concurrently."""
@@ -222,7 +156,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Resu
             env = environment(tmp, config="")
         elif case.reply is None:
             env = environment(tmp, provider=case.provider, config=case.config,
-                              base_url=f"http://127.0.0.1:{_closed_port()}/v1")
+                              base_url=f"http://127.0.0.1:{closed_port()}/v1")
         else:
             servers.append(srv := ProviderServer(default=case.reply).start())
             env = environment(tmp, srv, case.provider, key=case.key, config=case.config)

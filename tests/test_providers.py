@@ -10,7 +10,6 @@ import ast
 import asyncio
 import contextlib
 import json
-import socket
 import subprocess
 import sys
 import textwrap
@@ -39,39 +38,11 @@ from termchat.errors import (
     StreamInterruptedError,
 )
 from termchat.events import Event, Finish, FinishKind, ReasoningDelta, TextDelta, Usage
-from termchat.providers import ChatRequest, Message, Provider, open_provider
+from termchat.providers import ChatRequest, Message, Provider
 from termchat.turn import Conversation, Reply, Status, run_turn
+from tests.support.models import KEY, PROVIDERS, closed_port, model_for, opened
 
-KEY = "sk-test-SECRET-1234567890abcdef"
-PROVIDERS = ("openai", "anthropic")
 both = pytest.mark.parametrize("provider", PROVIDERS)
-
-
-@pytest.fixture
-def srv(provider_server: ProviderServer) -> ProviderServer:
-    return provider_server
-
-
-def base_url(server: ProviderServer, provider: str) -> str:
-    return server.openai_base_url if provider == "openai" else server.anthropic_base_url
-
-
-def config(provider: str, url: str | None, **changes: Any) -> ModelConfig:
-    settings: dict[str, Any] = {
-        "name": "t", "provider": provider, "model": "m", "base_url": url, "api_key": KEY,
-        "max_retries": 0, "idle_timeout": 10.0, "connect_timeout": 5.0,
-    }
-    settings.update(changes)
-    return ModelConfig(**settings)
-
-
-@contextlib.asynccontextmanager
-async def opened(model: ModelConfig) -> AsyncIterator[Provider]:
-    provider = open_provider(model, KEY)
-    try:
-        yield provider
-    finally:
-        await provider.aclose()
 
 
 def ask(prompt: str = "hi", **kwargs: Any) -> ChatRequest:
@@ -122,7 +93,7 @@ async def test_text_arrives_piece_by_piece_while_the_server_is_still_sending(
         if isinstance(event, TextDelta):
             arrivals.append(time.monotonic())
 
-    reply, error = await turn(config(provider, base_url(srv, provider)), on_event=on_event)
+    reply, error = await turn(model_for(srv, provider), on_event=on_event)
     assert error is None and reply.text == "one two three four five"
     assert len(arrivals) == 5
     (rec,) = srv.requests
@@ -135,7 +106,7 @@ async def test_text_arrives_piece_by_piece_while_the_server_is_still_sending(
 async def test_openai_usage_and_finish_are_parsed(srv: ProviderServer) -> None:
     srv.queue(Script(text="Hello", input_tokens=11, output_tokens=7, cached_tokens=3,
                      reasoning_tokens=2))
-    events, error = await collect(config("openai", srv.openai_base_url))
+    events, error = await collect(model_for(srv, "openai"))
     assert error is None
     assert events == [TextDelta("Hello"), Usage(11, 7, 3, 2), Finish("stop", FinishKind.COMPLETE)]
     assert srv.requests[0].body["stream_options"] == {"include_usage": True}
@@ -144,7 +115,7 @@ async def test_openai_usage_and_finish_are_parsed(srv: ProviderServer) -> None:
 async def test_anthropic_usage_thinking_and_finish_are_parsed(srv: ProviderServer) -> None:
     srv.queue(Script(text="Hello", thinking="Let me think.", chunk_size=100, input_tokens=11,
                      output_tokens=9, cached_tokens=3, reasoning_tokens=4))
-    reply, error = await turn(config("anthropic", srv.anthropic_base_url))
+    reply, error = await turn(model_for(srv, "anthropic"))
     assert error is None
     assert (reply.reasoning, reply.text) == ("Let me think.", "Hello")
     # Anthropic counts cache reads apart from input_tokens; the input is both together.
@@ -158,7 +129,7 @@ async def test_anthropic_output_tokens_stay_unknown_until_the_server_counts_them
     srv: ProviderServer,
 ) -> None:
     srv.queue(Script(text="abcdef", chunk_size=2, input_tokens=5, end_without_finish_after=2))
-    reply, error = await turn(config("anthropic", srv.anthropic_base_url))
+    reply, error = await turn(model_for(srv, "anthropic"))
     assert isinstance(error, StreamInterruptedError)
     assert reply.usage.input_tokens == 5
     # message_start carries a placeholder output count; it is not reported as a real 0 or 1.
@@ -177,7 +148,7 @@ async def test_openai_usage_whatever_the_server_does_with_stream_options(
     srv: ProviderServer, mode: str, expected: Usage | None
 ) -> None:
     srv.queue(Script(text="Hi there", usage=mode, input_tokens=2, output_tokens=3))  # type: ignore[arg-type]
-    reply, error = await turn(config("openai", srv.openai_base_url))
+    reply, error = await turn(model_for(srv, "openai"))
     assert error is None and reply.text == "Hi there"
     assert reply.finish == Finish("stop", FinishKind.COMPLETE)
     if expected is None:
@@ -207,7 +178,7 @@ async def test_finish_reason_is_kept_verbatim_with_its_kind(
     srv: ProviderServer, provider: str, script: Script, reason: str, kind: FinishKind
 ) -> None:
     srv.queue(script)
-    reply, error = await turn(config(provider, base_url(srv, provider)))
+    reply, error = await turn(model_for(srv, provider))
     assert error is None and reply.status is Status.COMPLETE
     assert reply.finish == Finish(reason, kind)
     assert reply.finish.truncated is (kind is FinishKind.LENGTH)
@@ -216,7 +187,7 @@ async def test_finish_reason_is_kept_verbatim_with_its_kind(
 
 async def test_openai_refusal_is_shown_and_marks_the_finish(srv: ProviderServer) -> None:
     srv.queue(Script(refusal="I can't help with that.", chunk_size=8))
-    events, error = await collect(config("openai", srv.openai_base_url))
+    events, error = await collect(model_for(srv, "openai"))
     assert error is None
     assert "".join(texts(events)) == "I can't help with that."
     finish = events[-1]
@@ -229,7 +200,7 @@ async def test_keepalive_comments_and_pings_are_ignored(
     srv: ProviderServer, provider: str
 ) -> None:
     srv.queue(Script(text="abcdef", chunk_size=2, keepalive=True))
-    events, error = await collect(config(provider, base_url(srv, provider)))
+    events, error = await collect(model_for(srv, provider))
     assert error is None
     assert texts(events) == ["ab", "cd", "ef"]
     assert all(isinstance(e, TextDelta | Usage | Finish) for e in events)
@@ -273,7 +244,7 @@ async def test_openai_compatible_reasoning_deltas_are_reasoning_not_text(field: 
         _chunk({"content": "42"}), _chunk({}, "stop"), b"data: [DONE]\n\n",
     ])
     async with raw_http_server(body) as url:
-        events, error = await collect(config("openai", url))
+        events, error = await collect(model_for(None, "openai", base_url=url))
     assert error is None
     assert events == [ReasoningDelta("Think "), ReasoningDelta("hard."), TextDelta("42"),
                       Finish("stop", FinishKind.COMPLETE)]
@@ -287,7 +258,7 @@ async def test_openai_usage_without_details_leaves_cached_and_reasoning_unknown(
     body = b"".join([_chunk({"content": "ok"}), _chunk({}, "stop"),
                      f"data: {json.dumps(usage)}\n\n".encode(), b"data: [DONE]\n\n"])
     async with raw_http_server(body) as url:
-        events, error = await collect(config("openai", url))
+        events, error = await collect(model_for(None, "openai", base_url=url))
     assert error is None
     assert Usage(input_tokens=5, output_tokens=2, cached_tokens=None,
                  reasoning_tokens=None) in events
@@ -300,7 +271,7 @@ async def test_openai_request_carries_system_temperature_and_max_tokens(
     srv: ProviderServer,
 ) -> None:
     request = ask("the question", system="be brief", temperature=0.3, max_tokens=42)
-    _, error = await collect(config("openai", srv.openai_base_url), request)
+    _, error = await collect(model_for(srv, "openai"), request)
     assert error is None
     body = srv.requests[0].body
     assert body["messages"] == [{"role": "system", "content": "be brief"},
@@ -308,7 +279,7 @@ async def test_openai_request_carries_system_temperature_and_max_tokens(
     assert body["temperature"] == 0.3
     # A base_url means a compatible server, which mostly knows only `max_tokens`.
     assert body["max_tokens"] == 42 and "max_completion_tokens" not in body
-    assert body["stream"] is True and body["model"] == "m"
+    assert body["stream"] is True and body["model"].endswith("-test-model")
     assert srv.requests[0].headers["authorization"] == f"Bearer {KEY}"
 
 
@@ -318,7 +289,7 @@ async def test_openai_without_base_url_caps_with_max_completion_tokens(
     # No base_url means api.openai.com, whose reasoning models reject `max_tokens`. The SDK's
     # own OPENAI_BASE_URL lets the request land on the local server all the same.
     monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_base_url)
-    _, error = await collect(config("openai", None), ask(max_tokens=42))
+    _, error = await collect(model_for(None, "openai"), ask(max_tokens=42))
     assert error is None
     body = srv.requests[0].body
     assert body["max_completion_tokens"] == 42 and "max_tokens" not in body
@@ -329,20 +300,20 @@ async def test_anthropic_request_carries_system_and_max_tokens_but_no_temperatur
     srv: ProviderServer,
 ) -> None:
     request = ask("the question", system="be brief", temperature=0.3, max_tokens=42)
-    _, error = await collect(config("anthropic", srv.anthropic_base_url), request)
+    _, error = await collect(model_for(srv, "anthropic"), request)
     assert error is None
     body = srv.requests[0].body
     assert body["system"] == "be brief" and body["max_tokens"] == 42
     assert body["messages"] == [{"role": "user", "content": "the question"}]
     # anthropic 2.x has no temperature parameter and its API version rejects the field.
     assert "temperature" not in body
-    assert body["stream"] is True and body["model"] == "m"
+    assert body["stream"] is True and body["model"].endswith("-test-model")
 
 
 async def test_anthropic_always_sends_a_max_tokens(srv: ProviderServer) -> None:
     from termchat.providers.anthropic_messages import DEFAULT_MAX_TOKENS
 
-    _, error = await collect(config("anthropic", srv.anthropic_base_url), ask())
+    _, error = await collect(model_for(srv, "anthropic"), ask())
     assert error is None
     assert srv.requests[0].body["max_tokens"] == DEFAULT_MAX_TOKENS
 
@@ -352,7 +323,7 @@ async def test_conversation_sends_earlier_turns_as_context(
     srv: ProviderServer, provider: str
 ) -> None:
     srv.queue(Script(text="First answer."), Script(text="Second answer."))
-    conversation = Conversation(config(provider, base_url(srv, provider)), system="sys")
+    conversation = Conversation(model_for(srv, provider), system="sys")
     try:
         await conversation.send("First question?")
         await conversation.send("Second question?")
@@ -372,7 +343,7 @@ async def test_a_cancelled_partial_reply_is_context_but_a_failed_one_is_not(
 ) -> None:
     srv.queue(Script(chunks=["Partial ", "answer ", "never sent"], stall_after=2),
               Script(chunks=["Broken ", "answer"], error_after=1), Script(text="ok"))
-    conversation = Conversation(config(provider, base_url(srv, provider)))
+    conversation = Conversation(model_for(srv, provider))
     got_two = asyncio.Event()
 
     def on_event(event: Event) -> None:
@@ -418,7 +389,7 @@ async def test_cancel_while_awaiting_the_network_closes_the_connection(
         if reply.text == "abc":
             got_three.set()
 
-    async with opened(config(provider, base_url(srv, provider))) as p:
+    async with opened(model_for(srv, provider)) as p:
         task = asyncio.create_task(run_turn(p, ask(), reply, on_event))
         await asyncio.wait_for(got_three.wait(), 5)
         await asyncio.sleep(0.05)
@@ -445,7 +416,7 @@ async def test_cancel_while_the_consumer_awaits_something_else_closes_the_connec
             parked.set()
             await asyncio.sleep(10)
 
-    async with opened(config(provider, base_url(srv, provider))) as p:
+    async with opened(model_for(srv, provider)) as p:
         task = asyncio.create_task(run_turn(p, ask(), reply, on_event))
         await asyncio.wait_for(parked.wait(), 5)
         task.cancel()
@@ -475,7 +446,7 @@ async def test_cancel_in_an_async_for_over_the_stream_closes_the_connection(
                         parked.set()
                         await asyncio.sleep(10)
 
-    async with opened(config(provider, base_url(srv, provider))) as p:
+    async with opened(model_for(srv, provider)) as p:
         task = asyncio.create_task(consume(p))
         await asyncio.wait_for(parked.wait(), 5)
         task.cancel()
@@ -491,7 +462,7 @@ async def test_cancel_before_the_reply_starts_closes_the_connection(
 ) -> None:
     srv.queue(Script(text="late", header_delay=10))
     reply = Reply()
-    async with opened(config(provider, base_url(srv, provider))) as p:
+    async with opened(model_for(srv, provider)) as p:
         task = asyncio.create_task(run_turn(p, ask(), reply))
         await asyncio.to_thread(srv.wait_for_requests, 1)
         task.cancel()
@@ -521,9 +492,9 @@ ERRORS = [
     ("openai-403", "openai", Script(status=403), AuthError, ["403", "use a key with access"]),
     ("anthropic-403", "anthropic", Script(status=403), AuthError, ["403", "use a key"]),
     ("openai-404", "openai", Script(status=404), ModelNotFoundError,
-     ["model 'm'", "check the model name"]),
+     ["model 'openai-test-model'", "check the model name"]),
     ("anthropic-404", "anthropic", Script(status=404), ModelNotFoundError,
-     ["model 'm'", "check the model name"]),
+     ["model 'anthropic-test-model'", "check the model name"]),
     ("openai-429", "openai", Script(status=429, retry_after="7"), RateLimitedError,
      ["429", "retry after 7 s"]),
     ("anthropic-429", "anthropic", Script(status=429), RateLimitedError,
@@ -569,7 +540,7 @@ async def test_provider_failures_become_one_clear_typed_sentence(
     words: list[str],
 ) -> None:
     srv.queue(script)
-    reply, error = await turn(config(provider, base_url(srv, provider)))
+    reply, error = await turn(model_for(srv, provider))
     assert type(error) is kind, error
     for word in words:
         assert word in str(error)
@@ -586,9 +557,9 @@ async def test_provider_failures_become_one_clear_typed_sentence(
 @both
 async def test_retry_after_is_passed_on(srv: ProviderServer, provider: str) -> None:
     srv.queue(Script(status=429, retry_after="12"), Script(status=429))
-    _, error = await collect(config(provider, base_url(srv, provider)))
+    _, error = await collect(model_for(srv, provider))
     assert isinstance(error, RateLimitedError) and error.retry_after == 12.0
-    _, error = await collect(config(provider, base_url(srv, provider)))
+    _, error = await collect(model_for(srv, provider))
     assert isinstance(error, RateLimitedError) and error.retry_after is None
 
 
@@ -608,7 +579,7 @@ async def test_a_key_echoed_by_the_server_is_redacted(
     srv: ProviderServer, provider: str, script: Script
 ) -> None:
     srv.queue(script)
-    _, error = await collect(config(provider, base_url(srv, provider)))
+    _, error = await collect(model_for(srv, provider))
     assert isinstance(error, ProviderError)
     # The server's words are shown, with the key cut out of them.
     assert "[redacted]" in str(error)
@@ -618,7 +589,7 @@ async def test_a_key_echoed_by_the_server_is_redacted(
 async def test_a_long_multi_line_server_message_is_one_short_line(srv: ProviderServer) -> None:
     page = "<html>\n<body>\n" + "Bad gateway. " * 100 + "\n</body>\n</html>"
     srv.queue(Script(status=502, error_message=page))
-    _, error = await collect(config("openai", srv.openai_base_url))
+    _, error = await collect(model_for(srv, "openai"))
     assert isinstance(error, ServerError)
     assert_user_facing(error)
     assert len(str(error)) < 300 and "<html> <body> Bad gateway." in str(error)
@@ -629,7 +600,7 @@ def test_a_missing_key_names_the_variable_before_anything_is_sent(
     srv: ProviderServer, provider: str
 ) -> None:
     variable = "OPENAI_API_KEY" if provider == "openai" else "ANTHROPIC_API_KEY"
-    conversation = Conversation(config(provider, base_url(srv, provider), api_key=None),
+    conversation = Conversation(model_for(srv, provider, api_key=None),
                                 key_env={})
     with pytest.raises(MissingKeyError) as caught:
         conversation.start("hi")
@@ -638,22 +609,16 @@ def test_a_missing_key_names_the_variable_before_anything_is_sent(
     assert conversation.exchanges == [] and srv.requests == []
 
     conversation = Conversation(
-        config(provider, base_url(srv, provider), api_key=None, api_key_env="MY_TEAM_KEY"),
+        model_for(srv, provider, api_key=None, api_key_env="MY_TEAM_KEY"),
         key_env={variable: "not this one"})
     with pytest.raises(MissingKeyError, match="set MY_TEAM_KEY"):
         conversation.start("hi")
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @both
 async def test_connection_refused(provider: str) -> None:
     url = f"http://127.0.0.1:{closed_port()}" + ("/v1" if provider == "openai" else "")
-    _, error = await collect(config(provider, url))
+    _, error = await collect(model_for(None, provider, base_url=url))
     assert type(error) is ConnectionFailedError
     assert "connection refused" in str(error) and "check the network and base_url" in str(error)
     assert_user_facing(error)
@@ -662,7 +627,7 @@ async def test_connection_refused(provider: str) -> None:
 @both
 async def test_a_host_that_does_not_resolve_fails_fast(provider: str) -> None:
     started = time.monotonic()
-    _, error = await collect(config(provider, "http://termchat-test.invalid/v1",
+    _, error = await collect(model_for(None, provider, base_url="http://termchat-test.invalid/v1",
                                     connect_timeout=3.0))
     assert type(error) is ConnectionFailedError
     assert "termchat-test.invalid (the host name does not resolve)" in str(error)
@@ -695,7 +660,7 @@ async def test_connect_timeout(provider: str) -> None:
     # bounds the TLS handshake: an https URL to a port that never answers it is a real one.
     async with silent_tls_port() as port:
         started = time.monotonic()
-        _, error = await collect(config(provider, f"https://127.0.0.1:{port}/v1",
+        _, error = await collect(model_for(None, provider, base_url=f"https://127.0.0.1:{port}/v1",
                                         connect_timeout=0.3))
     assert 0.3 <= time.monotonic() - started < 3
     assert type(error) is ConnectTimeoutError
@@ -713,7 +678,7 @@ async def test_a_stall_stops_after_the_idle_timeout_and_hangs_up(
     else:
         srv.queue(Script(text="abcdef", header_delay=30))
     started = time.monotonic()
-    reply, error = await turn(config(provider, base_url(srv, provider), idle_timeout=0.3))
+    reply, error = await turn(model_for(srv, provider, idle_timeout=0.3))
     assert 0.3 <= time.monotonic() - started < 3
     assert type(error) is StalledError
     assert "sent nothing for 0.3 s" in str(error) and "raise idle_timeout" in str(error)
@@ -733,7 +698,7 @@ async def test_a_server_error_before_the_reply_is_retried(
     srv.queue(Script(status=503, should_retry=True, retry_after="0.05"),
               Script(status=500, should_retry=True, retry_after="0.05"),
               Script(text="third time lucky"))
-    reply, error = await turn(config(provider, base_url(srv, provider), max_retries=2))
+    reply, error = await turn(model_for(srv, provider, max_retries=2))
     assert error is None and reply.text == "third time lucky"
     assert len(srv.requests) == 3
 
@@ -744,7 +709,7 @@ async def test_a_reply_cut_mid_stream_is_never_retried(
 ) -> None:
     srv.queue(Script(text="abcdef", chunk_size=2, disconnect_after=2),
               Script(text="a retried reply"))
-    reply, error = await turn(config(provider, base_url(srv, provider), max_retries=2))
+    reply, error = await turn(model_for(srv, provider, max_retries=2))
     assert isinstance(error, StreamInterruptedError)
     assert reply.text == "abcd"
     await asyncio.sleep(0.2)
@@ -756,7 +721,7 @@ async def test_a_mid_stream_error_event_is_never_retried(
     srv: ProviderServer, provider: str
 ) -> None:
     srv.queue(Script(text="abcdef", chunk_size=2, error_after=1), Script(text="retried"))
-    reply, error = await turn(config(provider, base_url(srv, provider), max_retries=2))
+    reply, error = await turn(model_for(srv, provider, max_retries=2))
     assert isinstance(error, StreamError) and reply.text == "ab"
     await asyncio.sleep(0.2)
     assert len(srv.requests) == 1

@@ -19,12 +19,12 @@ from termchat.tui.messages import CURSOR, AssistantMessage, ErrorLine, UserMessa
 from termchat.tui.prompt import PromptInput
 from termchat.turn import Conversation, Exchange, Status
 from termchat.turn import Reply as Reply_
-from tests.tui_helpers import (
-    SECRET,
+from tests.support.models import KEY, model_for
+from tests.support.tui import (
+    MARKDOWN_REPLY,
     disconnect_seen,
     finish,
     make_app,
-    model_for,
     replies,
     reply_started,
     screen_lines,
@@ -32,26 +32,6 @@ from tests.tui_helpers import (
     status_text,
     wait_until,
 )
-
-MARKDOWN_REPLY = """# Results
-
-Some **bold** text and `code`.
-
-- first item
-- second item
-
-```python
-def answer() -> int:
-    return 42
-```
-
-| name | value |
-|------|------:|
-| a    | 1     |
-| b    | 22    |
-
-Done.
-"""
 
 
 async def test_reply_streams_live_with_a_cursor_that_goes_when_it_ends(
@@ -254,7 +234,7 @@ async def test_provider_error_is_one_line_and_the_prompt_comes_back(
         assert len(errors) == 1
         message = str(errors[0].render())
         assert "Rate limited" in message and "retry after 7 s" in message
-        assert "\n" not in message and SECRET not in message
+        assert "\n" not in message and KEY not in message
         assert app.chat.query_one(PromptInput).text == "a prompt worth keeping"
         assert "error" in status_text(app)
         # The failed exchange is not context for the next request.

@@ -18,7 +18,8 @@ from termchat.tui.app import TermchatApp
 from termchat.tui.history_screen import HistoryScreen
 from termchat.tui.messages import UserMessage
 from termchat.turn import Reply, Status
-from tests.tui_helpers import finish, model_for, replies, reply_started, send, wait_until
+from tests.support.models import model_for
+from tests.support.tui import finish, replies, reply_started, send, wait_until
 
 GPT = ModelConfig(name="gpt", provider="openai", model="gpt-4.1-mini")
 # 2024-05-01 09:00 UTC, and a day in seconds: fixed dates for lists and snapshots.

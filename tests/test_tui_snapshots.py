@@ -11,8 +11,7 @@ from typing import Any
 from textual.pilot import Pilot
 
 from termchat.devserver import ProviderServer, Script
-from tests.test_tui import MARKDOWN_REPLY
-from tests.tui_helpers import finish, make_app, replies, send, wait_until
+from tests.support.tui import MARKDOWN_REPLY, finish, make_app, replies, send, wait_until
 
 SIZE = (100, 36)
 SnapCompare = Callable[..., bool]

@@ -9,14 +9,14 @@ import time
 import pytest
 
 from termchat.devserver import ProviderServer, Script
-from tests.test_oneshot import TERMCHAT
-from tests.test_oneshot_tmux import Tmux, tmux  # noqa: F401 - the fixture
+from tests.support.cli import TERMCHAT
+from tests.support.tmux import Tmux
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
 
 def test_tui_streams_markdown_and_escape_cancels_in_a_real_terminal(
-        tmux: Tmux, provider_server: ProviderServer) -> None:  # noqa: F811
+        tmux: Tmux, provider_server: ProviderServer) -> None:
     provider_server.queue(
         Script(text="# Hello from tmux\n\n- first point\n- second point\n\nAll **done**.\n",
               chunk_size=4, delay=0.01, input_tokens=11, output_tokens=22),

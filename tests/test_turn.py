@@ -17,18 +17,9 @@ from termchat.errors import MissingKeyError, ServerError, StreamError, StreamInt
 from termchat.events import Event, Finish, FinishKind, TextDelta, Usage
 from termchat.providers import ChatRequest, Message
 from termchat.turn import Conversation, Exchange, Reply, Status, run_turn
-from tests.test_providers import KEY, opened
+from tests.support.models import KEY, model_for, opened
 
 both = pytest.mark.parametrize("provider", ["openai", "anthropic"])
-
-
-def config(server: ProviderServer, provider: str = "openai", **changes: object) -> ModelConfig:
-    url = server.openai_base_url if provider == "openai" else server.anthropic_base_url
-    settings: dict[str, object] = {"name": "t", "provider": provider, "model": "m",
-                                   "base_url": url, "api_key": KEY, "max_retries": 0,
-                                   "idle_timeout": 10.0}
-    settings.update(changes)
-    return ModelConfig(**settings)  # type: ignore[arg-type]
 
 
 REQUEST = ChatRequest(messages=(Message("user", "hi"),))
@@ -88,7 +79,7 @@ def test_tokens_per_second_is_unknown_for_an_instant_reply() -> None:
 async def test_a_streamed_reply_is_timed(provider_server: ProviderServer) -> None:
     provider_server.queue(Script(text="abcdefgh", chunk_size=2, first_delay=0.2, delay=0.05,
                                  output_tokens=40))
-    async with opened(config(provider_server)) as provider:
+    async with opened(model_for(provider_server)) as provider:
         reply = Reply()
         await run_turn(provider, REQUEST, reply)
     assert reply.ttft is not None and 0.2 <= reply.ttft < 1.5
@@ -112,7 +103,7 @@ async def test_a_complete_reply(provider_server: ProviderServer, provider: str) 
         seen.append(event)
         statuses.append(reply.status)
 
-    async with opened(config(provider_server, provider)) as p:
+    async with opened(model_for(provider_server, provider)) as p:
         result = await run_turn(p, REQUEST, reply, on_event, recorder)
     assert result is reply and reply.status is Status.COMPLETE and reply.error is None
     assert reply.text == "Hello there"
@@ -130,7 +121,7 @@ async def test_a_complete_reply(provider_server: ProviderServer, provider: str) 
 async def test_a_plain_function_can_take_the_events(provider_server: ProviderServer) -> None:
     provider_server.queue(Script(text="abc", chunk_size=1))
     seen: list[Event] = []
-    async with opened(config(provider_server)) as p:
+    async with opened(model_for(provider_server)) as p:
         await run_turn(p, REQUEST, Reply(), seen.append)
     assert [e for e in seen if isinstance(e, TextDelta)] == [TextDelta(c) for c in "abc"]
 
@@ -144,7 +135,7 @@ async def test_a_cancelled_reply_keeps_its_partial_text(provider_server: Provide
         if reply.text == "abcd":
             got_two.set()
 
-    async with opened(config(provider_server)) as p:
+    async with opened(model_for(provider_server)) as p:
         task = asyncio.create_task(run_turn(p, REQUEST, reply, on_event, recorder))
         await asyncio.wait_for(got_two.wait(), 5)
         task.cancel()
@@ -173,7 +164,7 @@ async def test_a_failed_reply_records_and_re_raises_its_error(
 ) -> None:
     provider_server.queue(script)
     reply, recorder = Reply(), FakeRecorder()
-    async with opened(config(provider_server)) as p:
+    async with opened(model_for(provider_server)) as p:
         with pytest.raises(error) as caught:
             await run_turn(p, REQUEST, reply, None, recorder)
     assert reply.status is status and reply.error is caught.value and reply.text == text
@@ -187,7 +178,7 @@ async def test_checkpoints_come_while_streaming_at_most_once_per_interval(
     monkeypatch.setattr(turn_module, "CHECKPOINT_SECONDS", 0.1)
     provider_server.queue(Script(text="x" * 20, chunk_size=1, delay=0.03))
     recorder = FakeRecorder()
-    async with opened(config(provider_server)) as p:
+    async with opened(model_for(provider_server)) as p:
         await run_turn(p, REQUEST, Reply(), None, recorder)
     # ~0.6 s of streaming: several checkpoints, never two within the interval.
     assert len(recorder.checkpoints) >= 3
@@ -204,7 +195,7 @@ async def test_checkpoints_come_while_streaming_at_most_once_per_interval(
 async def test_no_checkpoint_for_a_quick_reply(provider_server: ProviderServer) -> None:
     provider_server.queue(Script(text="quick"))
     recorder = FakeRecorder()
-    async with opened(config(provider_server)) as p:
+    async with opened(model_for(provider_server)) as p:
         await run_turn(p, REQUEST, Reply(), None, recorder)
     assert recorder.checkpoints == [] and len(recorder.finished) == 1
 
@@ -268,7 +259,7 @@ async def test_the_prompt_is_stored_before_the_request_and_the_reply_after(
 ) -> None:
     provider_server.queue(Script(text="stored", header_delay=0.2))
     history = FakeHistory()
-    conversation = Conversation(config(provider_server), history=history)
+    conversation = Conversation(model_for(provider_server), history=history)
     try:
         task = asyncio.create_task(conversation.send("remember me"))
         await asyncio.to_thread(provider_server.wait_for_requests, 1)
@@ -283,7 +274,7 @@ async def test_the_prompt_is_stored_before_the_request_and_the_reply_after(
 
 def test_a_missing_key_stores_nothing(provider_server: ProviderServer) -> None:
     history = FakeHistory()
-    conversation = Conversation(config(provider_server, api_key=None), history=history,
+    conversation = Conversation(model_for(provider_server, api_key=None), history=history,
                                 key_env={})
     with pytest.raises(MissingKeyError):
         conversation.start("lost?")
@@ -292,7 +283,7 @@ def test_a_missing_key_stores_nothing(provider_server: ProviderServer) -> None:
 
 async def test_finish_is_in_the_reply_with_its_kind(provider_server: ProviderServer) -> None:
     provider_server.queue(Script(text="cut sho", finish="length"))
-    conversation = Conversation(config(provider_server))
+    conversation = Conversation(model_for(provider_server))
     try:
         exchange = await conversation.send("write a lot")
     finally:

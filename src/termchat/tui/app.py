@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
+import signal
 import traceback
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer
-from textual.worker import Worker
+from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
 from termchat.config import Config, ModelConfig
-from termchat.errors import TermchatError
+from termchat.errors import EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_TERMINATED, TermchatError
 from termchat.events import Event, ReasoningDelta, TextDelta
 from termchat.tui.conversation import ConversationView
 from termchat.tui.messages import AssistantMessage, ErrorLine, UserMessage
@@ -49,6 +52,9 @@ def _keep_out_of_gc() -> None:
 
 class ChatScreen(Screen):
     """The conversation, the prompt, the status bar and the footer."""
+
+    # Focused as the screen first shows, so keys typed during start-up land in the prompt.
+    AUTO_FOCUS = "#prompt"
 
     BINDINGS = [
         # On the screen, not the app: a priority binding here leaves modal screens (the
@@ -83,6 +89,8 @@ class ChatScreen(Screen):
         self._show_exchanges()
         self.query_one(PromptInput).focus()
         self.set_interval(0.25, self._update_status)
+        # From the app, so the keys bubble back up to it (and its bindings) like typed ones.
+        self.app.call_later(self.chat_app.replay_early_input)
 
     def _show_exchanges(self) -> None:
         view = self.query_one(ConversationView)
@@ -120,6 +128,14 @@ class ChatScreen(Screen):
     def streaming(self) -> bool:
         return self._worker is not None and self._worker.is_running
 
+    async def stop_reply(self) -> None:
+        """Cancel the reply in flight, if any, and wait until it is saved as it stood."""
+        worker = self._worker
+        if worker is not None and worker.is_running:
+            worker.cancel()
+            with contextlib.suppress(WorkerCancelled, WorkerFailed):
+                await worker.wait()
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel_reply":
             return self.streaming
@@ -140,6 +156,10 @@ class ChatScreen(Screen):
         await view.collapse_above()
         view.following = True
         await view.mount(UserMessage(safe(prompt)))
+        await self.chat_app.history_ready.wait()
+        if self.conversation.history is None and self.chat_app.history is not None \
+                and not self.conversation.exchanges:
+            self.conversation.history = self.chat_app.history.new_conversation()
         try:
             exchange = self.conversation.start(prompt)
         except TermchatError as exc:
@@ -295,6 +315,11 @@ class TermchatApp(App[int]):
             # Save failures during the session are notifications, not stderr under the screen.
             history.warn = self.warn
         self._open_history = open_history
+        # Set once the history store is open (or known to be off): a prompt typed ahead of it
+        # waits for it, so no exchange goes unsaved.
+        self.history_ready = asyncio.Event()
+        self._quitting = False
+        self._early_input: list[events.Key | events.Paste] | None = []
         self.cursor_blink = cursor_blink
         self.show_timings = show_timings
         # Benchmarks and tests observe every event as the screen receives it.
@@ -302,8 +327,14 @@ class TermchatApp(App[int]):
         self._initial = conversation or self.new_conversation(model)
 
     def on_mount(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum, code in ((signal.SIGTERM, EXIT_TERMINATED), (signal.SIGHUP, EXIT_HANGUP),
+                             (signal.SIGINT, EXIT_INTERRUPTED)):
+            loop.add_signal_handler(signum, self._signalled, code)
         if self._open_history:
             self.call_after_refresh(self._open_store)
+        else:
+            self.history_ready.set()
 
     def _open_store(self) -> None:
         from termchat.history import open_or_warn
@@ -313,6 +344,41 @@ class TermchatApp(App[int]):
         if self.history is not None and conversation.history is None \
                 and not conversation.exchanges:
             conversation.history = self.history.new_conversation()
+        self.history_ready.set()
+
+    async def on_event(self, event: events.Event) -> None:
+        if self._early_input is not None and isinstance(event, events.Key | events.Paste):
+            # Typed during start-up, before the prompt exists: kept for it, in order.
+            self._early_input.append(event)
+            event.stop()
+            return
+        await super().on_event(event)
+
+    def replay_early_input(self) -> None:
+        """The chat screen is up with its prompt focused: what was typed ahead goes to it."""
+        early, self._early_input = self._early_input or [], None
+        for event in early:
+            if isinstance(event, events.Paste):
+                self.post_message(events.Paste(event.text))
+            elif event.key == "ctrl+j":
+                # Typed before the terminal left line mode, whose ICRNL made Enter a line feed.
+                self.post_message(events.Key("enter", "\r"))
+            else:
+                self.post_message(events.Key(event.key, event.character))
+
+    def _signalled(self, code: int) -> None:
+        """SIGTERM, SIGHUP or SIGINT: end the reply in flight (it is saved as cancelled), then
+        leave the way a quit does, so the terminal gets its screen, cursor and mouse back."""
+        if not self._quitting:
+            self._quitting = True
+            self.run_worker(self._quit(code), group="quit")
+
+    async def _quit(self, code: int = 0) -> None:
+        await self.chat.stop_reply()
+        self.exit(return_code=code)
+
+    async def action_quit(self) -> None:
+        await self._quit()
 
     def warn(self, line: str) -> None:
         """A one-line warning (history unavailable, a save that failed) as a notification."""

@@ -9,24 +9,34 @@ from pathlib import Path
 
 from textual.pilot import Pilot
 
-from termchat.config import Config, ModelConfig
+from termchat.config import Config
 from termchat.devserver import ProviderServer
 from termchat.tui.app import TermchatApp
 from termchat.tui.messages import AssistantMessage
 from termchat.tui.status import StatusBar
+from tests.support.models import model_for
 
-SECRET = "sk-tui-SECRET-0123456789abcdef"
+MARKDOWN_REPLY = """# Results
+
+Some **bold** text and `code`.
+
+- first item
+- second item
+
+```python
+def answer() -> int:
+    return 42
+```
+
+| name | value |
+|------|------:|
+| a    | 1     |
+| b    | 22    |
+
+Done.
+"""
 
 
-def model_for(server: ProviderServer, provider: str = "openai", **overrides: object) -> ModelConfig:
-    base_url = server.openai_base_url if provider == "openai" else server.anthropic_base_url
-    settings: dict[str, object] = {
-        "name": "test", "provider": provider, "model": f"{provider}-test-model",
-        "base_url": base_url, "api_key": SECRET, "max_retries": 0, "idle_timeout": 5.0,
-        "connect_timeout": 2.0,
-    }
-    settings.update(overrides)
-    return ModelConfig(**settings)  # type: ignore[arg-type]
 
 
 def make_app(server: ProviderServer, provider: str = "openai", *,
