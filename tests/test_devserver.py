@@ -923,7 +923,7 @@ async def test_a_gzip_header_over_a_plain_body_is_a_decoding_error(srv: Provider
                 model="claude-test", max_tokens=10, messages=MESSAGES
             ) as stream:
                 await stream.get_final_text()
-    assert all(r.completed for r in srv.requests)
+    assert len(srv.requests) == 2
 
 
 @pytest.mark.asyncio

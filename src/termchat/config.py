@@ -254,8 +254,11 @@ class _Checker:
             types = allowed[key]
             is_bool = isinstance(value, bool)
             if (is_bool and bool not in types) or not isinstance(value, types):
-                raise self.fail(dotted, "wrong type for",
-                                f"it must be {_TYPE_NAMES[types[0]]}")
+                raise self.fail(dotted, "wrong type for", f"it must be {_type_name(types)}")
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    return "a number" if float in types else _TYPE_NAMES[types[0]]
 
 
 def _line_of(text: str, key: str) -> int | None:

@@ -262,13 +262,13 @@ class _Sink(Protocol):
 
 def _make_sink(args: argparse.Namespace, model: ModelConfig) -> _Sink:
     if args.json:
-        return _JsonSink(sys.stdout.buffer, model)
+        return JsonSink(sys.stdout.buffer, model)
     if sys.stdout.isatty():
-        return _TerminalSink(model.label, live=not args.no_stream)
-    return _PipeSink(sys.stdout.buffer, stream=not args.no_stream)
+        return TerminalSink(model.label, live=not args.no_stream)
+    return PipeSink(sys.stdout.buffer, stream=not args.no_stream)
 
 
-class _PipeSink:
+class PipeSink:
     """stdout is not a terminal: the model's text exactly, flushed chunk by chunk as it arrives
     (so `| tee` shows it live), then one newline. No escape codes, no status."""
 
@@ -302,7 +302,7 @@ class _PipeSink:
             self._wrote = True
 
 
-class _JsonSink:
+class JsonSink:
     """`--json`: one object on stdout at the end, also when the reply failed or was cut."""
 
     shows_retries = False
@@ -365,7 +365,7 @@ def _rstrip(line: list[Segment]) -> list[Segment]:
     return line
 
 
-class _TerminalSink:
+class TerminalSink:
     """stdout is a terminal: the reply as Markdown, rendered as it arrives.
 
     Settled blocks (see termchat.markdown_lines) are printed for good; only the growing last
@@ -377,14 +377,14 @@ class _TerminalSink:
 
     shows_retries = True
 
-    def __init__(self, label: str, *, live: bool) -> None:
+    def __init__(self, label: str, *, live: bool, console: Console | None = None) -> None:
         from rich.console import Console
         from rich.live import Live
         from rich.text import Text
 
         from termchat.markdown_lines import MarkdownLines
 
-        self._console = Console(highlight=False)
+        self._console = console or Console(highlight=False)
         # The reply keeps the width it started with: lines printed for good cannot be redrawn.
         self._width = self._console.size.width
         self._live = Live(Text(f"waiting for {label}…", style="dim"), console=self._console,

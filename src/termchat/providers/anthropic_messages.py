@@ -13,7 +13,7 @@ from termchat.events import Event, Finish, ReasoningDelta, TextDelta, Usage
 from termchat.providers import ChatRequest
 from termchat.providers._base import SDKProvider, content_type, count_field, field, text_field
 from termchat.providers._errors import ended_early
-from termchat.untrusted import SurrogateJoiner
+from termchat.untrusted import SurrogateJoiner, repair
 
 # The Messages API requires max_tokens; this is what a model gets when none is configured.
 DEFAULT_MAX_TOKENS = 8192
@@ -81,7 +81,7 @@ class AnthropicMessages(SDKProvider):
             yield TextDelta(tail)
         if stop_reason is None:
             raise ended_early(self.model, received=received, content_type=content_type(stream))
-        yield Finish.from_raw(stop_reason)
+        yield Finish.from_raw(repair(stop_reason))
 
 
 def _start_usage(usage: Any) -> Usage:

@@ -13,7 +13,7 @@ from termchat.events import Event, Finish, FinishKind, ReasoningDelta, TextDelta
 from termchat.providers import ChatRequest
 from termchat.providers._base import SDKProvider, content_type, count_field, field, text_field
 from termchat.providers._errors import ended_early
-from termchat.untrusted import SurrogateJoiner
+from termchat.untrusted import SurrogateJoiner, repair
 
 
 class OpenAIChat(SDKProvider):
@@ -85,7 +85,7 @@ class OpenAIChat(SDKProvider):
             yield TextDelta(tail)
         if finish is None:
             raise ended_early(self.model, received=received, content_type=content_type(stream))
-        result = Finish.from_raw(finish)
+        result = Finish.from_raw(repair(finish))
         if refused and result.kind is FinishKind.COMPLETE:
             result = Finish(finish, FinishKind.REFUSAL)
         yield result

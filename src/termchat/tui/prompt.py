@@ -8,6 +8,8 @@ from textual import events
 from textual.message import Message
 from textual.widgets import TextArea
 
+from termchat.untrusted import safe
+
 NEWLINE_KEYS = frozenset({"shift+enter", "ctrl+j", "alt+enter", "ctrl+enter"})
 
 
@@ -21,6 +23,17 @@ class PromptInput(TextArea):
     def __init__(self, **kwargs: object) -> None:
         super().__init__(soft_wrap=True, show_line_numbers=False, tab_behavior="focus",
                          compact=True, **kwargs)  # type: ignore[arg-type]
+
+    async def _on_paste(self, event: events.Paste) -> None:
+        # A paste is text from anywhere (a web page, a log): the TextArea would send its
+        # escape sequences to the terminal as it draws them.
+        if self.read_only:
+            return
+        result = self.replace(safe(event.text), *self.selection)
+        self.move_cursor(result.end_location)
+
+    def load_text(self, text: str) -> None:
+        super().load_text(safe(text))
 
     async def _on_key(self, event: events.Key) -> None:
         if event.key == "enter":
