@@ -26,7 +26,8 @@ class PromptInput(TextArea):
 
     async def _on_paste(self, event: events.Paste) -> None:
         # A paste is text from anywhere (a web page, a log): the TextArea would send its
-        # escape sequences to the terminal as it draws them.
+        # escape sequences to the terminal as it draws them. Instead of its own handler.
+        event.prevent_default()
         if self.read_only:
             return
         result = self.replace(safe(event.text), *self.selection)
