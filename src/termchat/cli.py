@@ -50,7 +50,8 @@ stored yet is a usage error. --list, --show, --search and --export print plain t
 piped (tab-separated rows for --list and --search) and never create the database.
 exit codes: 0 ok (a cut-off reply too, with a warning on stderr), 1 provider or network
 error, or a history that cannot be read, 2 usage or config error (an unknown conversation
-id too), 130 interrupted (Ctrl+C), 143 terminated.
+id too), 129 the terminal hung up, 130 interrupted (Ctrl+C), 141 stdout was closed (as by
+| head; the reply so far is kept), 143 terminated. What arrived is stored in every case.
 """
 
 

@@ -82,3 +82,33 @@ def run_concurrently(names: Iterable[str], run: Callable[[str], R],
             server.stop()
 
 
+
+
+def on_terminal(args: list[str], env: dict[str, str], *, stderr: bool = False,
+                timeout: float = 60) -> tuple[int, bytes, bytes]:
+    """Run termchat with stdout (and, with `stderr`, stderr too) on a pseudo-terminal of 80x24;
+    its exit code, what the terminal received, and the piped stderr (empty with `stderr`)."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [TERMCHAT, *args], stdin=subprocess.DEVNULL, stdout=terminal,
+            stderr=terminal if stderr else subprocess.PIPE,
+            env={**env, "TERM": "xterm-256color", "COLUMNS": "80", "LINES": "24"})
+        os.close(terminal)
+        output = b""
+        while chunk := _read(controller):
+            output += chunk
+        code = proc.wait(timeout=timeout)
+        piped = proc.stderr.read() if proc.stderr is not None else b""
+    finally:
+        os.close(controller)
+    return code, output, piped
+
+
+def _read(fd: int) -> bytes:
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # EIO: the other end closed
+        return b""

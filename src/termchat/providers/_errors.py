@@ -89,6 +89,8 @@ def _classify(exc: BaseException, sdk: ModuleType, model: ModelConfig,
     host = host_of(model)
     if isinstance(exc, sdk.APIStatusError):
         return _from_status(exc, model, host)
+    if _caused_by(exc, httpx2.DecodingError):
+        return _malformed_error(exc, model, host, started)
     if isinstance(exc, sdk.APITimeoutError | httpx2.TimeoutException):
         if not started and _caused_by(exc, httpx2.ConnectTimeout):
             return _retryable(ConnectTimeoutError(
@@ -97,8 +99,7 @@ def _classify(exc: BaseException, sdk: ModuleType, model: ModelConfig,
         return _retryable(StalledError(
             f"{host} sent nothing for {model.idle_timeout:g} s, so the reply was stopped; try "
             "again, or raise idle_timeout in the config."))
-    if isinstance(exc, sdk.APIConnectionError | httpx2.TransportError) and not _caused_by(
-            exc, httpx2.DecodingError):
+    if isinstance(exc, sdk.APIConnectionError | httpx2.TransportError):
         if started:
             return StreamInterruptedError(
                 f"The connection to {host} dropped mid-reply; the partial reply is kept, "
@@ -112,6 +113,11 @@ def _classify(exc: BaseException, sdk: ModuleType, model: ModelConfig,
                            "try again.")
     # Anything else the SDK or its transport raised is the server's doing: a body that does
     # not decode, an event that is not JSON, a shape the SDK could not read.
+    return _malformed_error(exc, model, host, started)
+
+
+def _malformed_error(exc: BaseException, model: ModelConfig, host: str,
+                     started: bool) -> MalformedStreamError:
     where = "mid-reply; the partial reply is kept" if started else "instead of a reply"
     return MalformedStreamError(f"{host} sent something that is not a valid "
                                 f"{_API[model.provider]} response ({_malformed(exc)}) {where}; "
