@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from termchat.content import ToolCall
+
 
 class FinishKind(StrEnum):
     """What a provider's raw finish reason means, independent of who sent it."""
@@ -40,7 +42,9 @@ _FINISH: dict[str, tuple[FinishKind, str]] = {
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:
-    """A piece of the reply's visible text (refusal text included: it is shown, not dropped)."""
+    """A piece of the reply's visible text (refusal text included: it is shown, not dropped).
+
+    Like every string a provider hands on, it is valid Unicode (surrogate halves joined)."""
 
     text: str
 
@@ -109,6 +113,42 @@ class Finish:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasoningSigned:
+    """The thinking block just ended, with what its provider needs to accept it back (an
+    Anthropic `signature`, or a redacted block's opaque data)."""
+
+    signature: str | None = None
+    redacted: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallStarted:
+    """The model began tool call `index` of this round; `name` is known from the start in both
+    wire formats (OpenAI's first fragment, Anthropic's tool_use block)."""
+
+    index: int
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallArguments:
+    """A fragment of call `index`'s arguments, as the JSON text streams in."""
+
+    index: int
+    fragment: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallReady:
+    """Call `index` is complete: its whole arguments are in `call` (not checked as JSON here;
+    invalid arguments go back to the model as a failed result)."""
+
+    index: int
+    call: ToolCall
+
+
+@dataclass(frozen=True, slots=True)
 class Retrying:
     """The request failed before its reply started and is sent again in `delay` seconds:
     attempt `attempt` of `attempts`, because of `reason` (the error's one sentence)."""
@@ -119,4 +159,5 @@ class Retrying:
     reason: str
 
 
-Event = TextDelta | ReasoningDelta | Usage | Finish | Retrying
+Event = (TextDelta | ReasoningDelta | ReasoningSigned | ToolCallStarted | ToolCallArguments
+         | ToolCallReady | Usage | Finish | Retrying)
