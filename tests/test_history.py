@@ -25,6 +25,8 @@ from termchat.history import (
     ConversationRecord,
     HistoryStore,
     HistoryUnavailable,
+    as_json,
+    as_markdown,
     open_or_warn,
 )
 from termchat.providers import ChatRequest
@@ -184,7 +186,7 @@ def test_a_refusal_that_ended_with_a_plain_stop_is_still_a_refusal_when_loaded(
               finish=Finish("stop", FinishKind.REFUSAL)))
     reply = store.load(record.id).exchanges[0].reply
     assert reply.finish == Finish("stop", FinishKind.REFUSAL)
-    assert "the model refused" in store.export_markdown(record.id)
+    assert "the model refused" in as_markdown(store.get(record.id))
 
 
 async def test_a_loaded_conversation_continues_with_its_earlier_turns(
@@ -583,7 +585,7 @@ def test_export_json_round_trips_what_was_stored(store: HistoryStore) -> None:
     record.user_prompt("Now a novel", MODEL).finish(ended(
         "Chapter 1", Status.ERROR, error=RateLimitedError("Slow down."), usage=Usage(20)))
 
-    exported = json.loads(json.dumps(store.export_json(record.id)))
+    exported = json.loads(json.dumps(as_json(store.get(record.id))))
     assert (exported["id"], exported["title"], exported["model"]) == (record.id, "Sum 2+2",
                                                                       "gpt")
     assert [(m["seq"], m["role"], m["text"], m["status"]) for m in exported["messages"]] == [
@@ -614,7 +616,7 @@ def test_export_markdown_contains_every_message(store: HistoryStore) -> None:
     record = store.new_conversation()
     chat(store, "Name a colour", "Teal.", record)
     record.user_prompt("And a shape?", MODEL).finish(ended("Hexa", Status.CANCELLED))
-    markdown = store.export_markdown(record.id)
+    markdown = as_markdown(store.get(record.id))
     assert markdown.startswith("# Name a colour\n")
     for text in ("## User\n\nName a colour", "Teal.", "## User\n\nAnd a shape?", "Hexa",
                  "## Assistant (openai:gpt-4.1-mini)", "*cancelled · "):

@@ -33,7 +33,7 @@ from termchat.config import ModelConfig
 from termchat.devserver import ProviderServer, Script
 from termchat.errors import RateLimitedError
 from termchat.events import Finish, Usage
-from termchat.history import ConversationRecord, HistoryStore
+from termchat.history import ConversationRecord, HistoryStore, as_json
 from termchat.turn import Conversation, Reply, Status
 from tests.support.cli import (
     BASE_CONFIG,
@@ -558,13 +558,13 @@ def test_show_marks_how_each_reply_ended(
         "model openai:gpt-4.1-mini · started 2024-05-01 10:00 · updated 2024-05-01 10:00 · "
         "6 messages",
         "", "--- user", "Fix my regex",
-        "", "--- assistant · openai:gpt-4.1-mini · finish stop · 12 in / 34 out tokens · 1.5 s",
+        "", "--- assistant · openai:gpt-4.1-mini · finish stop · in 12 · out 34 · 1.5s",
         "Use a raw string.",
         "", "--- user", "Now explain it",
-        "", "--- assistant · openai:gpt-4.1-mini · [cancelled: partial reply] · 1.5 s",
+        "", "--- assistant · openai:gpt-4.1-mini · [cancelled: partial reply] · 1.5s",
         "A raw string keeps back",
         "", "--- user", "And escapes?",
-        "", "--- assistant · openai:gpt-4.1-mini · [error: Slow down.] · 1.5 s", ""]
+        "", "--- assistant · openai:gpt-4.1-mini · [error: Slow down.] · 1.5s", ""]
 
 
 def test_export_markdown_contains_every_message(
@@ -587,7 +587,7 @@ def test_export_json_round_trips_what_is_stored(
         run = termchat(["--export", str(ids[name]), "--format", "json"], env)
         assert run.returncode == 0
         with HistoryStore.open(Path(env["XDG_DATA_HOME"]) / "termchat" / "history.db") as store:
-            assert json.loads(run.stdout) == store.export_json(ids[name])
+            assert json.loads(run.stdout) == as_json(store.get(ids[name]))
     assert "Harmless \x1b[2J reply." in [m["text"] for m in json.loads(run.stdout)["messages"]]
 
 

@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.markdown import Markdown
 from textual.strip import Strip
 
-from termchat.markdown_lines import CODE_THEME, MarkdownLines, code_blocks
+from termchat.markdown_lines import MarkdownLines, code_blocks
+from termchat.present import CODE_THEME
 from termchat.sample import chunked, long_reply
 from termchat.tui.blocks import BlockRenderer
 

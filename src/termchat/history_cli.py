@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime
 from typing import IO, TYPE_CHECKING
 
 from termchat.errors import EXIT_BROKEN_PIPE, silence
@@ -21,8 +20,11 @@ from termchat.history import (
     HistoryUnavailable,
     StoredConversation,
     StoredMessage,
+    as_json,
+    as_markdown,
     default_path,
 )
+from termchat.present import CODE_THEME, MARK, local_time, marked, reply_header
 from termchat.untrusted import json_text, safe, safe_line
 
 if TYPE_CHECKING:
@@ -30,10 +32,6 @@ if TYPE_CHECKING:
     from rich.text import Text
 
 DEFAULT_LIMIT = 50
-# Private-use characters mark matched words in search snippets on a terminal: they never
-# occur in chat text, where brackets often do.
-MARK = ("\ue000", "\ue001")
-_CODE_THEME = "monokai"
 
 
 def run_view(args: argparse.Namespace, view: str) -> int:
@@ -70,9 +68,9 @@ def _run(args: argparse.Namespace, view: str, out: IO[str], *, tty: bool) -> Non
         elif view == "--show":
             _show(store.get(args.show), out, tty=tty)
         elif args.format == "json":
-            out.write(json_text(store.export_json(args.export), indent=2) + "\n")
+            out.write(json_text(as_json(store.get(args.export)), indent=2) + "\n")
         else:
-            markdown = store.export_markdown(args.export)
+            markdown = as_markdown(store.get(args.export))
             out.write(safe(markdown) if tty else markdown)
 
 
@@ -83,7 +81,7 @@ def _list(store: HistoryStore, limit: int, out: IO[str], *, tty: bool) -> None:
         return
     if not tty:
         for c in conversations:
-            out.write(f"{c.id}\t{_date(c.updated)}\t{c.model}\t{c.message_count}\t{c.title}\n")
+            out.write(f"{c.id}\t{local_time(c.updated)}\t{c.model}\t{c.message_count}\t{c.title}\n")
         return
     from rich.table import Table
     from rich.text import Text
@@ -96,7 +94,7 @@ def _list(store: HistoryStore, limit: int, out: IO[str], *, tty: bool) -> None:
     table.add_column("Title")
     for c in conversations:
         # Text, not str: a title like "[bold]" must not be read as Rich markup.
-        table.add_row(str(c.id), _date(c.updated), Text(safe(c.model)),
+        table.add_row(str(c.id), local_time(c.updated), Text(safe(c.model)),
                       str(c.message_count), Text(safe(c.title)))
     _console(out).print(table)
 
@@ -108,7 +106,7 @@ def _search(store: HistoryStore, text: str, limit: int, out: IO[str], *, tty: bo
         return
     if not tty:
         for hit in hits:
-            out.write(f"{hit.conversation_id}\t{_date(hit.created)}\t{hit.role}\t{hit.title}\t"
+            out.write(f"{hit.conversation_id}\t{local_time(hit.created)}\t{hit.role}\t{hit.title}\t"
                       f"{hit.snippet}\n")
         return
     from rich.table import Table
@@ -121,8 +119,8 @@ def _search(store: HistoryStore, text: str, limit: int, out: IO[str], *, tty: bo
     table.add_column("Title")
     table.add_column("Match")
     for hit in hits:
-        table.add_row(str(hit.conversation_id), _date(hit.created), hit.role,
-                      Text(safe(hit.title)), _highlighted(safe(hit.snippet)))
+        table.add_row(str(hit.conversation_id), local_time(hit.created), hit.role,
+                      Text(safe(hit.title)), _highlighted(hit.snippet))
     _console(out).print(table)
 
 
@@ -130,15 +128,15 @@ def _highlighted(snippet: str) -> Text:
     from rich.text import Text
 
     text = Text()
-    for index, part in enumerate(snippet.replace(MARK[1], MARK[0]).split(MARK[0])):
-        text.append(part, style="bold reverse" if index % 2 else None)
+    for part, matched in marked(snippet):
+        text.append(safe(part), style="bold reverse" if matched else None)
     return text
 
 
 def _show(stored: StoredConversation, out: IO[str], *, tty: bool) -> None:
     """The conversation, one headed block per message; a reply's header says how it ended."""
-    head = (f"model {stored.model} · started {_date(stored.created)} · updated "
-            f"{_date(stored.updated)} · {len(stored.messages)} messages")
+    head = (f"model {stored.model} · started {local_time(stored.created)} · updated "
+            f"{local_time(stored.updated)} · {len(stored.messages)} messages")
     if not tty:
         out.write(f"Conversation {stored.id}: {stored.title}\n{head}\n")
         for message in stored.messages:
@@ -158,40 +156,14 @@ def _show(stored: StoredConversation, out: IO[str], *, tty: bool) -> None:
         console.print(Text(f"─── {safe(_describe(message))}", style=style))
         text = safe(message.text)
         if message.role == "assistant" and text.strip():
-            console.print(Markdown(text, code_theme=_CODE_THEME))
+            console.print(Markdown(text, code_theme=CODE_THEME))
         else:
             console.print(Text(text or "(no text)", style="" if text else "dim"))
 
 
 def _describe(message: StoredMessage) -> str:
-    """A message's header: `user`, or `assistant · openai:gpt-4.1-mini · finish stop · ...`
-    with a bracketed mark when the reply did not complete."""
-    if message.role == "user":
-        return "user"
-    parts = ["assistant", f"{message.provider}:{message.model}"]
-    if message.status in ("cancelled", "interrupted"):
-        parts.append(f"[{message.status}: partial reply]")
-    elif message.status == "error":
-        parts.append(f"[error: {message.error}]" if message.error else "[error]")
-    elif message.status == "streaming":
-        parts.append("[still being written]")
-    if message.finish is not None:
-        parts.append(f"finish {message.finish.describe()}")
-    usage = message.usage
-    if usage.known:
-        parts.append(f"{_count(usage.input_tokens)} in / {_count(usage.output_tokens)} out "
-                     "tokens")
-    if message.duration is not None:
-        parts.append(f"{message.duration:.1f} s")
-    return " · ".join(parts)
-
-
-def _count(tokens: int | None) -> str:
-    return "?" if tokens is None else str(tokens)
-
-
-def _date(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M")
+    """A message's header: `user`, or how the reply ended (see `present.reply_header`)."""
+    return "user" if message.role == "user" else reply_header(message.to_reply())
 
 
 def _note(line: str) -> None:

@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.segment import Segment
 
-CODE_THEME = "monokai"
+from termchat.present import CODE_THEME
+
 Line = list[Segment]
 
 

@@ -26,6 +26,7 @@ from termchat.errors import (
     silence,
 )
 from termchat.events import Event, FinishKind, ReasoningDelta, Retrying, TextDelta
+from termchat.present import usage_line
 from termchat.turn import Conversation, Reply, Status
 from termchat.untrusted import SafeStream, json_text, repair, safe_line
 
@@ -187,26 +188,6 @@ def retry_line(event: Retrying) -> str:
     """`Rate limited by … (429); retry after 30 s. Retrying in 30 s (2 of 3).`"""
     return f"{event.reason} Retrying in {event.delay:.0f} s ({event.attempt} of " \
            f"{event.attempts})."
-
-
-def usage_line(reply: Reply) -> str:
-    """`finish stop · in 12 · out 345 · cached 0 · ttft 0.41s · 52.3 tok/s · 6.6s`."""
-    def count(value: int | None) -> str:
-        return "unknown" if value is None else str(value)
-
-    finish = reply.finish.reason if reply.finish else f"none ({reply.status})"
-    parts = [f"finish {finish}", f"in {count(reply.usage.input_tokens)}",
-             f"out {count(reply.usage.output_tokens)}",
-             f"cached {count(reply.usage.cached_tokens)}"]
-    if reply.usage.reasoning_tokens:
-        parts.append(f"reasoning {reply.usage.reasoning_tokens}")
-    parts.append("ttft unknown" if reply.ttft is None else f"ttft {reply.ttft:.2f}s")
-    rate = reply.tokens_per_second
-    # Without a reported output count the rate is estimated from characters: say so.
-    estimate = "~" if reply.usage.output_tokens is None else ""
-    parts.append("tok/s unknown" if rate is None else f"{estimate}{rate:.1f} tok/s")
-    parts.append(f"{reply.elapsed:.1f}s")
-    return " · ".join(parts)
 
 
 def json_result(reply: Reply | None, model: ModelConfig,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -25,6 +24,7 @@ from termchat.history import (
     StoredConversation,
     continue_conversation,
 )
+from termchat.present import MARK, local_time, marked, plural
 from termchat.tui.app import TermchatApp
 from termchat.tui.notices import notify
 from termchat.untrusted import safe, safe_line
@@ -39,9 +39,6 @@ DEBOUNCE = 0.15
 PREVIEW_DELAY = 0.05
 PREVIEW_MESSAGES = 30
 PREVIEW_CHARS = 600
-# Private-use characters mark the matched words in snippets: they never occur in chat text,
-# where brackets (the store's default) often do.
-MARK = ("\ue000", "\ue001")
 
 
 def show_history(app: TermchatApp) -> None:
@@ -255,14 +252,14 @@ class HistoryScreen(Screen[None]):
     def _update_note(self, hits: int) -> None:
         count = len(self._entries)
         if self._query:
-            text = (f"{_plural(count, 'conversation')} match “{self._query}”" if count
+            text = (f"{plural(count, 'conversation')} match “{self._query}”" if count
                     else f"No conversation matches “{self._query}”")
             if hits >= SEARCH_HITS:
                 text += f" (in the best {SEARCH_HITS} messages)"
         elif not count:
             text = "No conversations yet: chats are saved as you go."
         else:
-            text = _plural(count, "conversation") + (", more as you scroll" if self._more else "")
+            text = plural(count, "conversation") + (", more as you scroll" if self._more else "")
         self._list.border_subtitle = text
 
     # -- the preview ----------------------------------------------------------------------
@@ -476,8 +473,8 @@ class ConfirmScreen(ModalScreen[bool]):
 # -- rendering ------------------------------------------------------------------------------
 
 def _summary_entry(summary: ConversationSummary) -> _Entry:
-    detail = (f"{safe_line(summary.model)} · {_plural(summary.message_count, 'message')} · "
-              f"{_when(summary.updated)}")
+    detail = (f"{safe_line(summary.model)} · {plural(summary.message_count, 'message')} · "
+              f"{local_time(summary.updated)}")
     return _Entry(summary.id, safe_line(summary.title), Content.styled(detail, "dim"))
 
 
@@ -495,19 +492,14 @@ def _search_entries(hits: list[SearchHit], titled: list[ConversationSummary]) ->
 def _hit_detail(group: list[SearchHit]) -> Content:
     best = group[0]
     who = "you" if best.role == "user" else "reply"
-    prefix = Content.styled(f"{_plural(len(group), 'match', 'matches')} · {who}: ", "dim")
+    prefix = Content.styled(f"{plural(len(group), 'match', 'matches')} · {who}: ", "dim")
     return prefix + _marked(best.snippet)
 
 
 def _marked(snippet: str) -> Content:
-    """A snippet with its matched words (between `MARK`s) highlighted."""
-    first, *rest = snippet.split(MARK[0])
-    # The store made the snippet one line; spaces at the marks' edges are part of it.
-    pieces: list[str | tuple[str, str]] = [safe(first)]
-    for chunk in rest:
-        matched, _, after = chunk.partition(MARK[1])
-        pieces += [(safe(matched), "bold $accent"), safe(after)]
-    return Content.assemble(*pieces)
+    """A snippet with its matched words highlighted."""
+    return Content.assemble(*((safe(text), "bold $accent") if matched else safe(text)
+                              for text, matched in marked(snippet)))
 
 
 def _preview(stored: StoredConversation) -> Content:
@@ -515,11 +507,11 @@ def _preview(stored: StoredConversation) -> Content:
     messages = stored.messages[-PREVIEW_MESSAGES:]
     parts: list[Content | str | tuple[str, str]] = [
         (safe_line(stored.title), "bold"), "\n",
-        (f"#{stored.id} · {safe_line(stored.model)} · started {_when(stored.created)}", "dim"),
+        (f"#{stored.id} · {safe_line(stored.model)} · started {local_time(stored.created)}", "dim"),
         "\n",
     ]
     if len(stored.messages) > len(messages):
-        parts += [(f"\n… {_plural(len(stored.messages) - len(messages), 'earlier message')}",
+        parts += [(f"\n… {plural(len(stored.messages) - len(messages), 'earlier message')}",
                    "dim italic"), "\n"]
     for message in messages:
         if message.role == "user":
@@ -535,11 +527,3 @@ def _preview(stored: StoredConversation) -> Content:
         parts.append(text if text else ("(no text)", "dim italic"))
         parts.append("\n")
     return Content.assemble(*parts)
-
-
-def _when(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M")
-
-
-def _plural(count: int, word: str, words: str | None = None) -> str:
-    return f"{count:,} {word if count == 1 else words or word + 's'}"

@@ -7,6 +7,7 @@ import time
 from rich.text import Text
 from textual.widgets import Static
 
+from termchat.present import UNKNOWN, finish_field, state, timing_fields, usage_fields
 from termchat.turn import Reply, Status
 from termchat.untrusted import safe_line
 
@@ -18,11 +19,6 @@ _STATE_STYLES = {
     Status.ERROR: "bold #e05050",
     Status.INTERRUPTED: "bold #e0a030",
 }
-_STATE_WORDS = {Status.COMPLETE: "done"}
-
-
-def _count(value: int | None) -> str:
-    return "unknown" if value is None else str(value)
 
 
 def describe(model: str, reply: Reply | None, *, timings: bool = True) -> Text:
@@ -33,8 +29,7 @@ def describe(model: str, reply: Reply | None, *, timings: bool = True) -> Text:
         text.append("  ready", style="dim")
         return text
     text.append("  ")
-    text.append(_STATE_WORDS.get(reply.status, reply.status.value),
-                style=_STATE_STYLES[reply.status])
+    text.append(state(reply), style=_STATE_STYLES[reply.status])
     if reply.retry is not None:
         retry = reply.retry
         wait = max(0.0, reply.retry_at - time.monotonic())
@@ -43,27 +38,15 @@ def describe(model: str, reply: Reply | None, *, timings: bool = True) -> Text:
         text.append(safe_line(retry.reason))
         return text
     if reply.finish is not None:
-        text.append("  │  finish ", style="dim")
-        text.append(safe_line(reply.finish.describe()))
-    usage = reply.usage
-    if usage.known or reply.status.final:
         text.append("  │  ", style="dim")
-        if not usage.known:
-            text.append("tokens unknown")
-        else:
-            text.append(f"in {_count(usage.input_tokens)} · out {_count(usage.output_tokens)}")
-            if usage.cached_tokens:
-                text.append(f" · cached {usage.cached_tokens}")
-            if usage.reasoning_tokens:
-                text.append(f" · reasoning {usage.reasoning_tokens}")
-    if timings and reply.first_token_at is not None:
+        text.append(safe_line(finish_field(reply)))
+    if reply.usage.known or reply.status.final:
         text.append("  │  ", style="dim")
-        text.append(f"ttft {reply.ttft:.2f}s")
-        rate = reply.tokens_per_second
-        if rate is not None:
-            estimated = "~" if reply.usage.output_tokens is None else ""
-            text.append(f" · {estimated}{rate:.1f} tok/s")
-        text.append(f" · {reply.elapsed:.1f}s")
+        text.append(" · ".join(usage_fields(reply.usage)) if reply.usage.known
+                    else f"tokens {UNKNOWN}")
+    if timings and (fields := timing_fields(reply)):
+        text.append("  │  ", style="dim")
+        text.append(" · ".join(fields))
     return text
 
 

@@ -1,0 +1,135 @@
+"""The database's schema and its migrations, and opening a file only its user can read."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from termchat.history.liveness import writer_alive
+from termchat.history.problems import HistoryError
+
+# Each version is a list of statements (not a script: executescript would commit the
+# transaction the migration runs in). Never edit a released version; append a new one.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE conversations (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            title TEXT NOT NULL,
+            model TEXT NOT NULL,
+            created REAL NOT NULL,
+            updated REAL NOT NULL
+        )""",
+        "CREATE INDEX conversations_by_updated ON conversations (updated, id)",
+        """CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            conversation_id INTEGER NOT NULL
+                REFERENCES conversations (id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+            text TEXT NOT NULL DEFAULT '',
+            reasoning TEXT NOT NULL DEFAULT '',
+            model TEXT NOT NULL DEFAULT '',
+            provider TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL CHECK (status IN
+                ('complete', 'cancelled', 'error', 'interrupted', 'streaming')),
+            finish_reason TEXT,
+            finish_kind TEXT,
+            input_tokens INTEGER,
+            output_tokens INTEGER,
+            cached_tokens INTEGER,
+            reasoning_tokens INTEGER,
+            ttft REAL,
+            duration REAL,
+            error TEXT,
+            error_kind TEXT,
+            writer_host TEXT,
+            writer_pid INTEGER,
+            created REAL NOT NULL,
+            updated REAL NOT NULL,
+            UNIQUE (conversation_id, seq)
+        )""",
+        # Partial: the startup sweep reads only the (almost always zero) rows still streaming.
+        "CREATE INDEX messages_streaming ON messages (id) WHERE status = 'streaming'",
+    ),
+    (
+        """CREATE VIRTUAL TABLE messages_fts USING fts5(
+            text, content='messages', content_rowid='id',
+            tokenize='unicode61 remove_diacritics 2'
+        )""",
+        """CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+            INSERT INTO messages_fts (rowid, text) VALUES (new.id, new.text);
+        END""",
+        """CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+            INSERT INTO messages_fts (messages_fts, rowid, text)
+                VALUES ('delete', old.id, old.text);
+        END""",
+        """CREATE TRIGGER messages_fts_update AFTER UPDATE OF text ON messages
+        WHEN old.text IS NOT new.text BEGIN
+            INSERT INTO messages_fts (messages_fts, rowid, text)
+                VALUES ('delete', old.id, old.text);
+            INSERT INTO messages_fts (rowid, text) VALUES (new.id, new.text);
+        END""",
+        "INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def create_private(path: Path) -> None:
+    """Create the directory and file readable by the user alone (SQLite's -wal and -shm
+    files copy the database file's mode)."""
+    if not path.parent.is_dir():
+        path.parent.mkdir(mode=0o700, parents=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+def migrate_and_sweep(db: sqlite3.Connection, path: Path) -> None:
+    """Bring the schema up to date and mark replies whose writer died as interrupted.
+
+    One write transaction, taken even when there is nothing to do: it proves the database
+    is writable now, instead of failing on the first prompt.
+    """
+    with transaction(db):
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise HistoryError(f"{path} was written by a newer termchat (schema {version}, "
+                               f"this one knows {SCHEMA_VERSION}); upgrade termchat")
+        for statements in MIGRATIONS[version:]:
+            for statement in statements:
+                db.execute(statement)
+        if version < SCHEMA_VERSION:
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        now = time.time()
+        stale = [(row["id"], row["updated"]) for row in db.execute(
+            "SELECT id, writer_host, writer_pid, updated FROM messages "
+            "WHERE status = 'streaming'")
+            if not writer_alive(row["writer_host"], row["writer_pid"], row["updated"], now)]
+        db.executemany("UPDATE messages SET status = 'interrupted', writer_host = NULL, "
+                       "writer_pid = NULL WHERE id = ? AND status = 'streaming' "
+                       "AND updated = ?", stale)
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
+    # IMMEDIATE takes the write lock up front, so the busy timeout applies; a deferred read
+    # that later upgrades to a write fails at once when another process wrote meanwhile.
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        # A failed COMMIT (disk full) leaves the transaction open; later writes need it gone.
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def lenient_text(data: bytes) -> str:
+    """A damaged row (not UTF-8) is read with replacement characters instead of failing, and
+    its bytes never reach an error message."""
+    return data.decode("utf-8", "replace")
