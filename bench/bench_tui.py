@@ -150,7 +150,7 @@ async def run_termchat(chunks: list[str], rate: float, earlier: list[str]) -> Tr
             async with app.run_test(size=SIZE) as pilot:
                 await pilot.pause()
                 instrument(app, trace, lambda: trace.shown)
-                app.event_hook = on_event
+                app.chat.event_hook = on_event
                 await pilot.press("x", "enter")
                 await app.workers.wait_for_complete()
                 await _settle(pilot, trace, total)

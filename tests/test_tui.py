@@ -357,7 +357,7 @@ async def test_a_long_conversation_hides_far_messages_without_a_visible_change(
         assert view.max_scroll_y > end
         await _painted_matches_a_full_repaint(pilot)
         hidden = app.export_screenshot(), view.max_scroll_y, view.scroll_y
-        view.expand()
+        view.show_hidden()
         await pilot.pause(0.1)
         assert (app.export_screenshot(), view.max_scroll_y, view.scroll_y) == hidden, \
             "the stand-in is not as tall as what it hid"

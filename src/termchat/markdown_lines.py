@@ -138,7 +138,7 @@ class MarkdownLines:
             blocks.pop()
         head = blocks[-1] if blocks else None
         line = 0  # `pending` starts at this line of the text `tokens` were parsed from
-        if len(blocks) > 1:
+        if head is not None and len(blocks) > 1:
             line = _start(tokens[head])
             boundary = _offset_of_line(pending, line)
             self._settle(pending[:boundary], blank_after=tokens[blocks[-2]].type != "hr")

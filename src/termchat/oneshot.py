@@ -14,7 +14,7 @@ import gc
 import signal
 import sys
 import time
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol, TextIO
 
 from termchat.config import ModelConfig
 from termchat.errors import (
@@ -88,7 +88,7 @@ def run_oneshot(args: argparse.Namespace, conversation: Conversation) -> int:
     return code
 
 
-def read_prompt(words: list[str], stdin: IO[str] | None) -> str:
+def read_prompt(words: list[str], stdin: TextIO | None) -> str:
     """The arguments joined by spaces, then a blank line and stdin when stdin is not a terminal.
 
     stdin is read as bytes and decoded leniently: a binary file must not crash the run.

@@ -200,10 +200,11 @@ def _retry_delay(error: ProviderError, attempt: int, retries: int, reply: Reply)
     """Seconds to wait before sending again, or None when the error is final."""
     if not error.retryable or attempt > retries or reply.first_token_at is not None:
         return None
-    if error.retry_after is not None:
-        return error.retry_after if error.retry_after <= MAX_RETRY_WAIT else None
+    wait: float | None = error.retry_after
+    if wait is not None:
+        return wait if wait <= MAX_RETRY_WAIT else None
     # The SDKs' own backoff: 0.5 s doubling to 8 s, with up to a quarter of jitter.
-    return min(0.5 * 2 ** (attempt - 1), 8.0) * (1 - 0.25 * random.random())
+    return min(0.5 * 2.0 ** (attempt - 1), 8.0) * (1 - 0.25 * random.random())
 
 
 def _times(count: int) -> str:

@@ -132,7 +132,7 @@ def stream(reply: Script, body: dict[str, Any], turn: Turn) -> Plan:
     key = "refusal" if reply.refusal else "content"
     order = _call_order(turn, reply.interleave)
     if reply.refusal:
-        first = {"role": "assistant", "content": None, "refusal": ""}
+        first: dict[str, Any] = {"role": "assistant", "content": None, "refusal": ""}
     elif turn.deltas or not turn.calls:
         first = {"role": "assistant", "content": "", "refusal": None}
     else:

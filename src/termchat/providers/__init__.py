@@ -7,7 +7,7 @@ a request is about to be made.
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -40,7 +40,7 @@ class Provider(Protocol):
 
     model: ModelConfig
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
+    def stream(self, request: ChatRequest) -> AsyncGenerator[Event, None]:
         """Yield events for one reply; raise a `ProviderError` subclass on failure.
 
         The last event of a successful reply is always `Finish`. Closing the generator (or
@@ -56,4 +56,5 @@ class Provider(Protocol):
 def open_provider(model: ModelConfig, api_key: str) -> Provider:
     """Import the provider's module (and so its SDK) and build a client for `model`."""
     module = importlib.import_module(_MODULES[model.provider])
-    return module.create(model, api_key)
+    provider: Provider = module.create(model, api_key)
+    return provider

@@ -4,7 +4,7 @@ and reading the SDK's objects as the untrusted data they are."""
 from __future__ import annotations
 
 import codecs
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from types import ModuleType
 from typing import Any, TypeVar
 
@@ -73,7 +73,7 @@ class SDKProvider:
         except (self.sdk_error, httpx2.HTTPError, ValueError) as exc:
             raise self._error(exc, started=False) from None
 
-    async def _items(self, stream: Any) -> AsyncIterator[Any]:
+    async def _items(self, stream: Any) -> AsyncGenerator[Any, None]:
         """The SDK stream's items; closing this (or cancelling its reader) closes the HTTP
         response at once, whatever the consumer was awaiting. Only the SDK's own failures are
         mapped: an exception from termchat's handling of an item is a bug, and stays one."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -48,7 +48,7 @@ class AnthropicMessages(SDKProvider):
         params.update(request.extra)
         return params
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[Event, None]:
         stop_reason: str | None = None
         received = False
         text, thinking = SurrogateJoiner(), SurrogateJoiner()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -49,7 +49,7 @@ class OpenAIChat(SDKProvider):
         params.update(request.extra)
         return params
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[Event, None]:
         finish: str | None = None
         refused = received = False
         # A server that cuts strings by UTF-16 index sends an emoji's halves in two chunks.

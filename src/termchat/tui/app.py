@@ -1,291 +1,27 @@
-"""The Textual app: the chat screen, its key bindings, and the worker that streams replies."""
+"""The Textual app: opens the history after the first frame, keeps what is typed during
+start-up, ends cleanly on a signal, and shows the chat screen."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import signal
-import traceback
-from collections.abc import Callable
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from textual import events, work
-from textual.app import App, ComposeResult
-from textual.binding import Binding
-from textual.screen import Screen
-from textual.widget import Widget
-from textual.widgets import Footer
-from textual.worker import Worker, WorkerCancelled, WorkerFailed
+from textual import events
+from textual.app import App
 
 from termchat.config import Config, ModelConfig
-from termchat.errors import EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_TERMINATED, TermchatError
-from termchat.events import Event, ReasoningDelta, TextDelta
-from termchat.tui.conversation import ConversationView
-from termchat.tui.messages import AssistantMessage, ErrorLine, UserMessage
+from termchat.errors import EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_TERMINATED
+from termchat.tui.chat_screen import ChatScreen
 from termchat.tui.notices import notify
-from termchat.tui.prompt import PromptInput
-from termchat.tui.status import StatusBar
-from termchat.turn import Conversation, Exchange, Reply
-from termchat.untrusted import Safe, SafeStream, safe, safe_line
+from termchat.turn import Conversation
 
 if TYPE_CHECKING:
     from textual.command import Provider
 
     from termchat.history import HistoryStore
-
-
-def _keep_out_of_gc() -> None:
-    """Move every object alive now (modules, widgets, rendered lines) out of the cyclic
-    collector's sight.
-
-    A full collection traverses every tracked object: with Textual, an SDK and a long reply's
-    rendered lines that took 20-120 ms each, stalls the user sees mid-stream. Young cyclic
-    garbage is collected first; what is frozen is still freed by reference counting, and
-    `open_conversation` unfreezes before it drops the old messages so their cycles can go.
-    """
-    gc.collect(1)
-    gc.freeze()
-
-
-class ChatScreen(Screen):
-    """The conversation, the prompt, the status bar and the footer."""
-
-    # Focused as the screen first shows, so keys typed during start-up land in the prompt.
-    AUTO_FOCUS = "#prompt"
-
-    BINDINGS = [
-        # On the screen, not the app: a priority binding here leaves modal screens (the
-        # command palette) their own Escape.
-        Binding("escape", "cancel_reply", "Cancel reply", priority=True),
-        Binding("ctrl+n", "new_conversation", "New chat"),
-        Binding("ctrl+o", "copy_reply", "Copy reply"),
-        Binding("ctrl+g", "copy_code", "Copy code"),
-        Binding("ctrl+r", "history", "History"),
-    ]
-
-    def __init__(self, conversation: Conversation) -> None:
-        super().__init__()
-        self.conversation = conversation
-        self._worker: Worker[None] | None = None
-        self.last_reply: Reply | None = None
-
-    @property
-    def chat_app(self) -> TermchatApp:
-        assert isinstance(self.app, TermchatApp)
-        return self.app
-
-    def compose(self) -> ComposeResult:
-        yield ConversationView(id="conversation")
-        prompt_input = PromptInput(id="prompt")
-        prompt_input.cursor_blink = self.chat_app.cursor_blink
-        yield prompt_input
-        yield StatusBar(id="status")
-        yield Footer()
-
-    def on_mount(self) -> None:
-        self._show_exchanges()
-        self.query_one(PromptInput).focus()
-        self.set_interval(0.25, self._update_status)
-        # From the app, so the keys bubble back up to it (and its bindings) like typed ones.
-        self.app.call_later(self.chat_app.replay_early_input)
-
-    def _show_exchanges(self) -> None:
-        view = self.query_one(ConversationView)
-        view.remove_children()
-        self.last_reply = None
-        widgets: list[Widget] = []
-        for exchange in self.conversation.exchanges:
-            widgets.append(UserMessage(safe(exchange.prompt)))
-            widgets.append(AssistantMessage(safe(exchange.reply.text),
-                                            status=exchange.reply.status))
-            self.last_reply = exchange.reply
-        view.mount_all(widgets)
-        view.following = True
-        view.scroll_end(animate=False)
-        self._update_status()
-        # Once the messages are laid out and rendered, their lines are long-lived.
-        self.call_after_refresh(_keep_out_of_gc)
-
-    def open_conversation(self, conversation: Conversation) -> bool:
-        """Show `conversation` and continue it; refused while a reply streams."""
-        if self.streaming:
-            self.notify("Cancel the reply in flight (Escape) before opening another chat.",
-                        severity="warning")
-            return False
-        old = self.conversation
-        self.conversation = conversation
-        self.run_worker(old.aclose())
-        # The messages about to be removed were frozen; let the collector have them again.
-        gc.unfreeze()
-        self._show_exchanges()
-        self.query_one(PromptInput).focus()
-        return True
-
-    @property
-    def streaming(self) -> bool:
-        return self._worker is not None and self._worker.is_running
-
-    async def stop_reply(self) -> None:
-        """Cancel the reply in flight, if any, and wait until it is saved as it stood."""
-        worker = self._worker
-        if worker is not None and worker.is_running:
-            worker.cancel()
-            with contextlib.suppress(WorkerCancelled, WorkerFailed):
-                await worker.wait()
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "cancel_reply":
-            return self.streaming
-        return True
-
-    def on_prompt_input_submitted(self, message: PromptInput.Submitted) -> None:
-        if self.streaming:
-            self.notify("A reply is still streaming: press Escape to cancel it first.",
-                        severity="warning")
-            return
-        self.query_one(PromptInput).clear()
-        self._worker = self._send(message.text)
-        self.refresh_bindings()
-
-    @work(exclusive=True, group="reply", exit_on_error=False)
-    async def _send(self, prompt: str) -> None:
-        view = self.query_one(ConversationView)
-        await view.collapse_above()
-        view.following = True
-        await view.mount(UserMessage(safe(prompt)))
-        await self.chat_app.history_ready.wait()
-        if self.conversation.history is None and self.chat_app.history is not None \
-                and not self.conversation.exchanges:
-            self.conversation.history = self.chat_app.history.new_conversation()
-        try:
-            exchange = self.conversation.start(prompt)
-        except TermchatError as exc:
-            await view.mount(ErrorLine(safe_line(exc.message)))
-            self._restore_prompt(prompt)
-            view.content_grew()
-            return
-        reply = exchange.reply
-        self.last_reply = reply
-        widget = AssistantMessage(streaming=True, cursor_blink=self.chat_app.cursor_blink)
-        await view.mount(widget)
-        # The lines of settled blocks live as long as the reply: keep them out of the way of
-        # full collections while it streams.
-        freezer = self.set_interval(1.0, _keep_out_of_gc)
-        view.content_grew()
-        self._update_status()
-        # The model's words pass the sanitiser on their way to the widget.
-        text, thought = SafeStream(), SafeStream()
-        shown = reply.status
-
-        def on_event(event: Event) -> None:
-            nonlocal shown
-            if isinstance(event, TextDelta):
-                if piece := text.feed(event.text):
-                    widget.append(piece)
-                    view.content_grew()
-            elif isinstance(event, ReasoningDelta):
-                if piece := thought.feed(event.text):
-                    widget.append_reasoning(piece)
-                    view.content_grew()
-            else:
-                self._update_status()  # usage, finish or a retry: rare, shown at once
-            if reply.status is not shown:
-                shown = reply.status
-                self._update_status()
-            if self.chat_app.event_hook is not None:
-                self.chat_app.event_hook(event)
-
-        error: Safe | None = None
-        try:
-            await self.conversation.stream(exchange, on_event)
-        except TermchatError as exc:
-            error = safe_line(exc.message)
-        except Exception as exc:
-            # A bug in termchat: the reply so far stays, and the user hears about it.
-            error = safe_line(f"termchat failed ({type(exc).__name__}: {exc}); what arrived "
-                              "is kept. This is a bug: please report it.")
-            self.log.error(traceback.format_exc())
-        finally:
-            freezer.stop()
-            if tail := text.flush():
-                widget.append(tail)
-            if tail := thought.flush():
-                widget.append_reasoning(tail)
-            self._finished(widget, exchange)
-        if error is not None:
-            if not exchange.reply.text:
-                await widget.remove()  # nothing arrived: the error line says it all
-            await view.mount(ErrorLine(error))
-            view.content_grew()
-            if not exchange.in_context:
-                self._restore_prompt(prompt)
-
-    def _finished(self, widget: AssistantMessage, exchange: Exchange) -> None:
-        widget.finish(exchange.reply.status)
-        # After the final frame has gone out, not before it.
-        self.set_timer(0.1, _keep_out_of_gc)
-        self.query_one(ConversationView).content_grew()
-        self._update_status()
-        self.call_after_refresh(self.refresh_bindings)
-
-    def _restore_prompt(self, prompt: str) -> None:
-        """Put a failed prompt back so nothing the user typed is lost."""
-        prompt_input = self.query_one(PromptInput)
-        current = prompt_input.text
-        prompt_input.load_text(prompt if not current.strip() else f"{prompt}\n\n{current}")
-        prompt_input.move_cursor(prompt_input.document.end)
-
-    def action_cancel_reply(self) -> None:
-        if self._worker is not None and self._worker.is_running:
-            # Cancel exactly once: a second cancel can leak a pooled connection in httpx.
-            self._worker.cancel()
-
-    def _update_status(self) -> None:
-        status = self.query_one(StatusBar)
-        status.show(self.conversation.model.label, self.last_reply,
-                    timings=self.chat_app.show_timings)
-
-    def action_new_conversation(self) -> None:
-        if self.streaming:
-            self.notify("Cancel the reply in flight (Escape) before starting a new chat.",
-                        severity="warning")
-            return
-        self.open_conversation(self.chat_app.new_conversation(self.conversation.model))
-
-    def switch_model(self, model: ModelConfig) -> None:
-        if self.streaming:
-            self.notify("Cancel the reply in flight (Escape) before switching model.",
-                        severity="warning")
-            return
-        self.conversation.switch_model(model)
-        self._update_status()
-        notify(self, f"Now talking to {model.label}.")
-
-    def action_history(self) -> None:
-        from termchat.tui.history_screen import show_history
-
-        show_history(self.chat_app)
-
-    def action_copy_reply(self) -> None:
-        reply = self.last_reply
-        if reply is None or not reply.text:
-            self.notify("There is no reply to copy yet.", severity="warning")
-            return
-        self.app.copy_to_clipboard(reply.text)
-        self.notify("Copied the last reply to the clipboard.")
-
-    def action_copy_code(self, index: int = -1) -> None:
-        from termchat.markdown_lines import code_blocks
-
-        blocks = code_blocks(self.last_reply.text) if self.last_reply else []
-        if not blocks:
-            self.notify("The last reply has no code block.", severity="warning")
-            return
-        self.app.copy_to_clipboard(blocks[index])
-        self.notify("Copied a code block to the clipboard.")
+    from termchat.tui.history_screen import HistoryScreen
 
 
 def _chat_commands() -> type[Provider]:
@@ -315,16 +51,12 @@ class TermchatApp(App[int]):
             # Save failures during the session are notifications, not stderr under the screen.
             history.warn = self.warn
         self._open_history = open_history
-        # Set once the history store is open (or known to be off): a prompt typed ahead of it
-        # waits for it, so no exchange goes unsaved.
-        self.history_ready = asyncio.Event()
         self._quitting = False
         self._early_input: list[events.Key | events.Paste] | None = []
-        self.cursor_blink = cursor_blink
-        self.show_timings = show_timings
-        # Benchmarks and tests observe every event as the screen receives it.
-        self.event_hook: Callable[[Event], None] | None = None
-        self._initial = conversation or self.new_conversation(model)
+        self.chat = ChatScreen(conversation or Conversation(
+            model, history=history.new_conversation() if history is not None else None),
+            config, cursor_blink=cursor_blink, show_timings=show_timings)
+        self.chat.history = history
 
     def on_mount(self) -> None:
         loop = asyncio.get_running_loop()
@@ -334,17 +66,23 @@ class TermchatApp(App[int]):
         if self._open_history:
             self.call_after_refresh(self._open_store)
         else:
-            self.history_ready.set()
+            self.chat.history_ready.set()
 
     def _open_store(self) -> None:
         from termchat.history import open_or_warn
 
-        self.history = open_or_warn(True, self.warn)
+        self.history = self.chat.history = open_or_warn(True, self.warn)
         conversation = self.chat.conversation
         if self.history is not None and conversation.history is None \
                 and not conversation.exchanges:
             conversation.history = self.history.new_conversation()
-        self.history_ready.set()
+        self.chat.history_ready.set()
+
+    def on_chat_screen_ready(self) -> None:
+        self.replay_early_input()
+
+    def on_history_screen_deleted(self, message: HistoryScreen.Deleted) -> None:
+        self.chat.forget_record(message.cid)
 
     async def on_event(self, event: events.Event) -> None:
         if self._early_input is not None and isinstance(event, events.Key | events.Paste):
@@ -386,14 +124,6 @@ class TermchatApp(App[int]):
 
     def get_default_screen(self) -> ChatScreen:
         return self.chat
-
-    @cached_property
-    def chat(self) -> ChatScreen:
-        return ChatScreen(self._initial)
-
-    def new_conversation(self, model: ModelConfig) -> Conversation:
-        history = self.history.new_conversation() if self.history is not None else None
-        return Conversation(model, history=history)
 
     async def on_unmount(self) -> None:
         await self.chat.conversation.aclose()

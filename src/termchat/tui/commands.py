@@ -11,18 +11,20 @@ from textual.content import Content
 
 from termchat.config import PROVIDERS, ModelConfig
 from termchat.markdown_lines import code_blocks
+from termchat.tui.chat_screen import ChatScreen
 from termchat.untrusted import safe_line
 
 if TYPE_CHECKING:
-    from termchat.tui.app import ChatScreen, TermchatApp
+    from termchat.config import Config
 
 
 class ChatCommands(Provider):
     """termchat's own commands, found by fuzzy search in the palette."""
 
     def _commands(self) -> list[tuple[str, Callable[[], None], str]]:
-        app: TermchatApp = self.app  # type: ignore[assignment]
-        chat: ChatScreen = app.chat
+        chat = self.screen
+        if not isinstance(chat, ChatScreen):
+            return []
         commands: list[tuple[str, Callable[[], None], str]] = [
             ("New conversation", chat.action_new_conversation, "Start over with an empty chat"),
             ("Copy last reply", chat.action_copy_reply, "Copy the reply's Markdown (OSC 52)"),
@@ -36,7 +38,7 @@ class ChatCommands(Provider):
                              partial(chat.action_copy_code, index),
                              "Copy this code block from the last reply"))
         current = chat.conversation.model
-        for model in _models(app, current):
+        for model in _models(chat.config, current):
             commands.append((safe_line(f"Switch model: {model.name} ({model.label})"),
                              partial(chat.switch_model, model),
                              "Use this model for the next replies"))
@@ -59,12 +61,12 @@ class ChatCommands(Provider):
                 yield Hit(score, content, callback, text=name, help=help_text)
 
 
-def _models(app: TermchatApp, current: ModelConfig) -> list[ModelConfig]:
+def _models(config: Config, current: ModelConfig) -> list[ModelConfig]:
     """Every configured alias, then each provider's default if not already listed."""
-    models = [m for m in app.config.models.values() if m != current]
+    models = [m for m in config.models.values() if m != current]
     labels = {m.label for m in models} | {current.label}
     for provider in PROVIDERS:
-        model = app.config.resolve_model(f"{provider}:")
+        model = config.resolve_model(f"{provider}:")
         if model.label not in labels:
             models.append(model)
     return models

@@ -80,7 +80,7 @@ class ConversationView(VerticalScroll):
         self._hidden.extend(hiding)
         stand_in.refresh(layout=True)
 
-    def expand(self) -> None:
+    def show_hidden(self) -> None:
         """Show every hidden message again, where it was."""
         stand_in = self._attached_stand_in
         if stand_in is None or not self._hidden:
@@ -96,7 +96,7 @@ class ConversationView(VerticalScroll):
         stand_in = self._attached_stand_in
         if stand_in is not None and self._hidden and (
                 new_value < stand_in.rows + self.size.height):
-            self.expand()  # within a screen of the hidden messages
+            self.show_hidden()  # within a screen of the hidden messages
         super().watch_scroll_y(old_value, new_value)
         if new_value < old_value and new_value < self.max_scroll_y:
             self.following = False
@@ -106,7 +106,7 @@ class ConversationView(VerticalScroll):
     def on_resize(self, event: events.Resize) -> None:
         if event.size.width != self._width:
             self._width = event.size.width
-            self.expand()  # at another width the hidden messages would have other heights
+            self.show_hidden()  # at another width the hidden messages would have other heights
 
     def content_grew(self, lines: int = 0) -> None:
         """Call after adding to a message (`lines` taller, when known); keeps the newest line

@@ -10,22 +10,19 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
+from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from termchat.errors import ConfigError
 from termchat.history import (
-    ConversationRecord,
     ConversationSummary,
     HistoryError,
     HistoryStore,
     SearchHit,
     StoredConversation,
-    continue_conversation,
 )
 from termchat.present import MARK, local_time, marked, plural
-from termchat.tui.app import TermchatApp
 from termchat.tui.notices import notify
 from termchat.untrusted import safe, safe_line
 
@@ -39,23 +36,6 @@ DEBOUNCE = 0.15
 PREVIEW_DELAY = 0.05
 PREVIEW_MESSAGES = 30
 PREVIEW_CHARS = 600
-
-
-def show_history(app: TermchatApp) -> None:
-    """Open the history screen, or say why there is none."""
-    if isinstance(app.screen, HistoryScreen):
-        return
-    if app.history is None:
-        notify(app, _off_reason(app), title="No history", severity="warning", timeout=8)
-        return
-    app.push_screen(HistoryScreen(app.history))
-
-
-def _off_reason(app: TermchatApp) -> str:
-    if not app.config.history:
-        return f"History is off: {app.config.path} sets history = false, so nothing is saved."
-    return ("History is off for this run, so there is nothing to browse "
-            "(the warning at startup, if any, said why).")
 
 
 @dataclass
@@ -76,8 +56,15 @@ class SearchInput(Input):
     BINDINGS = [Binding("down", "screen.focus_list", "List", key_display="↓")]
 
 
-class HistoryScreen(Screen[None]):
-    """Saved conversations, newest first, with a search box and a preview."""
+class HistoryScreen(Screen[int | None]):
+    """Saved conversations, newest first, with a search box and a preview. Dismissed with the
+    id of the conversation to open, or None; a deletion is told with `Deleted`."""
+
+    @dataclass
+    class Deleted(Message):
+        """Conversation `cid` was deleted (the chat on screen may be recording into it)."""
+
+        cid: int
 
     DEFAULT_CSS = """
     HistoryScreen {
@@ -127,23 +114,22 @@ class HistoryScreen(Screen[None]):
         Binding("slash", "focus_search", "Search", key_display="/"),
     ]
 
-    def __init__(self, store: HistoryStore) -> None:
+    def __init__(self, store: HistoryStore, *, open_id: int | None = None,
+                 cursor_blink: bool = True) -> None:
+        """`open_id` is the conversation the chat screen shows (deleting it is told)."""
         super().__init__()
         self.store = store
+        self.open_id = open_id
+        self._cursor_blink = cursor_blink
         self._entries: dict[int, _Entry] = {}
         self._query = ""
         self._more = False
         self._loading_more = False
 
-    @property
-    def chat_app(self) -> TermchatApp:
-        assert isinstance(self.app, TermchatApp)
-        return self.app
-
     def compose(self) -> ComposeResult:
         search = SearchInput(placeholder="Search every prompt and reply…", id="history-search")
         search.border_title = "History"
-        search.cursor_blink = self.chat_app.cursor_blink
+        search.cursor_blink = self._cursor_blink
         yield search
         with Horizontal(id="history-body"):
             option_list = OptionList(id="history-list")
@@ -162,11 +148,6 @@ class HistoryScreen(Screen[None]):
     @property
     def _list(self) -> OptionList:
         return self.query_one("#history-list", OptionList)
-
-    def _open_id(self) -> int | None:
-        """The conversation the chat screen records into, once its first prompt is saved."""
-        record = self.chat_app.chat.conversation.history
-        return record.id if isinstance(record, ConversationRecord) else None
 
     def _highlighted(self) -> _Entry | None:
         option = self._list.highlighted_option
@@ -312,26 +293,7 @@ class HistoryScreen(Screen[None]):
     def action_open(self) -> None:
         entry = self._highlighted()
         if entry is not None:
-            self._open(entry.id)
-
-    @work(group="open", exclusive=True)
-    async def _open(self, cid: int) -> None:
-        chat = self.chat_app.chat
-        if self._open_id() == cid:
-            self.dismiss()
-            return
-        if chat.streaming:
-            self.notify("A reply is still streaming: close this screen and press Escape to "
-                        "cancel it, then open the conversation.", severity="warning")
-            return
-        try:
-            conversation = await asyncio.to_thread(
-                continue_conversation, self.chat_app.config, self.store, cid)
-        except (HistoryError, ConfigError) as exc:
-            notify(self, exc.message, severity="error")
-            return
-        if chat.open_conversation(conversation):
-            self.dismiss()
+            self.dismiss(entry.id)
 
     def action_rename(self) -> None:
         entry = self._highlighted()
@@ -351,8 +313,7 @@ class HistoryScreen(Screen[None]):
             self._list.replace_option_prompt(str(entry.id), entry.prompt())
             self._preview(entry.id)
 
-        self.app.push_screen(RenameScreen(entry.title, cursor_blink=self.chat_app.cursor_blink),
-                             rename)
+        self.app.push_screen(RenameScreen(entry.title, cursor_blink=self._cursor_blink), rename)
 
     def action_delete(self) -> None:
         entry = self._highlighted()
@@ -367,12 +328,7 @@ class HistoryScreen(Screen[None]):
             except HistoryError as exc:
                 notify(self, exc.message, severity="error")
                 return
-            message = f"Deleted “{entry.title}”."
-            if self._open_id() == entry.id:
-                # The chat on screen outlives its record: its next turns start a new one
-                # instead of failing to save into a conversation that is gone.
-                self.chat_app.chat.conversation.history = self.store.new_conversation()
-                message += " The chat on screen goes on as a new conversation."
+            self.post_message(self.Deleted(entry.id))
             del self._entries[entry.id]
             option_list = self._list
             option_list.remove_option(str(entry.id))
@@ -383,7 +339,9 @@ class HistoryScreen(Screen[None]):
                 self._preview(int(following.id))
             self._update_note(0)
             self.refresh_bindings()
-            notify(self, message)
+            also = " The chat on screen goes on as a new conversation." \
+                if entry.id == self.open_id else ""
+            notify(self, f"Deleted “{entry.title}”.{also}")
 
         self.app.push_screen(ConfirmScreen(f"Delete “{entry.title}”?",
                                            "Its messages are removed for good."), delete)
@@ -517,9 +475,10 @@ def _preview(stored: StoredConversation) -> Content:
         if message.role == "user":
             parts += ["\n", ("You", "bold $text-primary"), "\n"]
         else:
-            label = safe_line(f"Assistant · {message.provider}:{message.model}")
+            label = f"Assistant · {message.provider}:{message.model}"
             if message.status != "complete":
                 label += f" · {message.status}"
+            label = safe_line(label)
             parts += ["\n", (label, "bold $text-accent"), "\n"]
         text = safe(message.text).strip()
         if len(text) > PREVIEW_CHARS:
