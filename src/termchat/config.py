@@ -3,6 +3,7 @@ provider, model id, endpoint and key."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
@@ -10,8 +11,9 @@ import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from termchat.errors import ConfigError, MissingKeyError
 
@@ -27,6 +29,10 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_IDLE_TIMEOUT = 180.0
 
 _NUMBER = (int, float)
+# `price` is a table of rates, a provider in genai-prices' data, or false.
+_PRICE = (dict, str, bool)
+_RATE_KEYS: dict[str, tuple[type, ...]] = {"input": _NUMBER, "output": _NUMBER,
+                                           "cached": _NUMBER}
 # Keys a model may set, and which of them `[defaults]` may set for every model.
 _MODEL_KEYS: dict[str, tuple[type, ...]] = {
     "provider": (str,),
@@ -41,6 +47,8 @@ _MODEL_KEYS: dict[str, tuple[type, ...]] = {
     "connect_timeout": _NUMBER,
     "idle_timeout": _NUMBER,
     "max_retries": (int,),
+    "price": _PRICE,
+    "context_window": (int,),
 }
 _DEFAULT_KEYS = ("system", "temperature", "max_tokens", "connect_timeout", "idle_timeout",
                  "max_retries")
@@ -77,6 +85,16 @@ def data_dir(env: Mapping[str, str] = os.environ) -> Path:
 
 
 @dataclass(frozen=True)
+class Rates:
+    """A model's own price from the config, in USD per million tokens; `cached` (input read
+    from the provider's cache) is None when the config leaves it to the input rate."""
+
+    input: Decimal
+    output: Decimal
+    cached: Decimal | None = None
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to talk to one model."""
 
@@ -94,6 +112,11 @@ class ModelConfig:
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     # SDK retries happen only before a reply starts (connection errors, 408/409/429/5xx).
     max_retries: int = 2
+    # None: priced from genai-prices' data when the server is known there (see pricing.py);
+    # a provider name ("openai" or "openai:gpt-4o"): priced as that provider's model; False:
+    # never priced.
+    price: Rates | str | Literal[False] | None = None
+    context_window: int | None = None
     source: str = "the environment"
 
     @property
@@ -258,6 +281,8 @@ class _Checker:
 
 
 def _type_name(types: tuple[type, ...]) -> str:
+    if types is _PRICE:
+        return "a table of rates, a provider name, or false"
     return "a number" if float in types else _TYPE_NAMES[types[0]]
 
 
@@ -296,6 +321,8 @@ def _validate(path: Path, text: str, data: dict[str, Any], env: Mapping[str, str
         settings = {**_inheritable(defaults), **table}
         settings.setdefault("model", DEFAULT_MODELS[provider])
         settings.setdefault("base_url", env.get(BASE_URL_ENV[provider]) or None)
+        if "price" in table:
+            settings["price"] = _price(checker, table["price"], prefix + "price")
         models[name] = ModelConfig(name=name, source=str(path), **settings)
 
     default_model = data.get("default_model")
@@ -320,13 +347,44 @@ def _check_ranges(checker: _Checker, table: Mapping[str, Any], prefix: str) -> N
     if temperature is not None and not 0 <= temperature <= 2:
         raise checker.fail(prefix + "temperature", "out-of-range value for",
                            "use a number from 0 to 2")
-    for key in ("max_tokens", "connect_timeout", "idle_timeout"):
+    for key in ("max_tokens", "connect_timeout", "idle_timeout", "context_window"):
         value = table.get(key)
         if value is not None and value <= 0:
             raise checker.fail(prefix + key, "non-positive value for", "use a number above 0")
     retries = table.get("max_retries")
     if retries is not None and retries < 0:
         raise checker.fail(prefix + "max_retries", "negative value for", "use 0 or more")
+
+
+def _price(checker: _Checker, value: dict[str, Any] | str | bool,
+           key: str) -> Rates | str | Literal[False]:
+    if value is True:
+        raise checker.fail(key, "true is not a value for",
+                           "give rates { input = 0.15, output = 0.60 } (USD per million "
+                           "tokens), a provider such as \"openai\", or false")
+    if value is False:
+        return False
+    if isinstance(value, str):
+        provider, sep, model = value.partition(":")
+        if not re.fullmatch(r"[\w.-]+", provider) or (sep and not model.strip()):
+            raise checker.fail(key, f"bad provider name '{value}' in",
+                               "name a provider in genai-prices' data, e.g. \"openai\" or "
+                               "\"openai:gpt-4o\"")
+        return value
+    checker.check(value, _RATE_KEYS, key + ".")
+    for rate in ("input", "output"):
+        if rate not in value:
+            raise checker.fail(f"{key}.{rate}", "missing",
+                               f"set {rate} in USD per million tokens")
+    for rate, number in value.items():
+        if not math.isfinite(number):
+            raise checker.fail(f"{key}.{rate}", "non-finite value for",
+                               "use a number of USD per million tokens")
+        if number < 0:
+            raise checker.fail(f"{key}.{rate}", "negative value for", "use 0 or more")
+    # str() first: the float 0.15 becomes Decimal('0.15'), not its binary expansion.
+    rates = {rate: Decimal(str(number)) for rate, number in value.items()}
+    return Rates(**rates)
 
 
 def _readable_by_others(path: Path) -> bool:
