@@ -255,7 +255,7 @@ def test_escape_sequences_and_bidi_in_a_reply_never_reach_the_terminal(
     assert result.code == 0
     text = shown(result.stdout)
     assert not set(text) & FORBIDDEN
-    assert "a b c dcba2J" in text
+    assert "a b c dcba" in text
     # Stored as it came: the history is the record, the terminal gets the safe text.
     assert "\x1b]52" in result.stored[-1][2]
 

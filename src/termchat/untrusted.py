@@ -27,13 +27,14 @@ Safe = NewType("Safe", str)
 
 # Parameters are bounded so a stream can hold back an unfinished sequence without holding
 # an unbounded amount of text; a longer one is not a sequence any terminal would obey.
-_CSI = r"\x1b\[[0-?]{0,64}[ -/]{0,8}"
-_STRING = r"\x1b[\]PX^_][^\x07\x1b\n]*"
+# The 8-bit introducers (CSI U+009B; DCS, SOS, OSC, PM, APC) count like their ESC forms.
+_CSI = r"(?:\x1b\[|\x9b)[0-?]{0,64}[ -/]{0,8}"
+_STRING = r"(?:\x1b[\]PX^_]|[\x90\x98\x9d-\x9f])[^\x07\x1b\x9c\n]*"
 _OTHER = r"\x1b[ -/]{0,8}"
-_SEQUENCE = re.compile(rf"{_CSI}[@-~]|{_STRING}\x07?|{_OTHER}[0-~]")
+_SEQUENCE = re.compile(rf"{_CSI}[@-~]|{_STRING}[\x07\x9c]?|{_OTHER}[0-~]")
 # A sequence the text ends in the middle of; the next chunk may complete it.
 _UNFINISHED = re.compile(rf"(?:{_CSI}|{_STRING}|{_OTHER})\Z")
-_STRING_START = re.compile(r"\x1b[\]PX^_]")
+_STRING_START = re.compile(r"\x1b[\]PX^_]|[\x90\x98\x9d-\x9f]")
 _CONTROL = re.compile(
     "[\x00-\x08\x0b-\x1f\x7f-\x9f"
     # Bidirectional embeddings, overrides, isolates and marks.

@@ -4,7 +4,7 @@ and reading the SDK's objects as the untrusted data they are."""
 from __future__ import annotations
 
 import codecs
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from types import ModuleType
 from typing import Any, TypeVar
 
@@ -63,8 +63,10 @@ class SDKProvider:
                 event_hooks={"response": [_repair_event_streams]}),
         )
 
-    def _error(self, exc: BaseException, *, started: bool) -> ProviderError:
-        return map_error(exc, self.sdk, self.model, started=started, secrets=self._secrets)
+    def _error(self, exc: BaseException, *, started: bool, received: bool = False
+               ) -> ProviderError:
+        return map_error(exc, self.sdk, self.model, started=started, received=received,
+                         secrets=self._secrets)
 
     async def _open(self, request: Awaitable[T]) -> T:
         """The SDK's stream for `request`, once the response headers are in."""
@@ -73,10 +75,12 @@ class SDKProvider:
         except (self.sdk_error, httpx2.HTTPError, ValueError) as exc:
             raise self._error(exc, started=False) from None
 
-    async def _items(self, stream: Any) -> AsyncGenerator[Any, None]:
+    async def _items(self, stream: Any, received: Callable[[], bool]
+                     ) -> AsyncGenerator[Any, None]:
         """The SDK stream's items; closing this (or cancelling its reader) closes the HTTP
         response at once, whatever the consumer was awaiting. Only the SDK's own failures are
-        mapped: an exception from termchat's handling of an item is a bug, and stays one."""
+        mapped (`received` says whether any of the reply had arrived by then): an exception
+        from termchat's handling of an item is a bug, and stays one."""
         async with stream:
             iterator = aiter(stream)
             while True:
@@ -85,7 +89,7 @@ class SDKProvider:
                 except StopAsyncIteration:
                     return
                 except Exception as exc:
-                    raise self._error(exc, started=True) from None
+                    raise self._error(exc, started=True, received=received()) from None
                 yield item
 
     async def aclose(self) -> None:

@@ -52,10 +52,10 @@ def host_of(model: ModelConfig) -> str:
 
 
 def map_error(exc: BaseException, sdk: ModuleType, model: ModelConfig, *, started: bool,
-              secrets: list[str]) -> ProviderError:
+              secrets: list[str], received: bool = False) -> ProviderError:
     """The user-facing error for `exc`, anything an SDK or its transport raised; `started`
-    says whether the reply's headers had arrived."""
-    error = _classify(exc, sdk, model, started)
+    says whether the reply's headers had arrived, `received` whether any of the reply had."""
+    error = _classify(exc, sdk, model, started, received)
     if started:
         error.retryable = False
     # The key gone from everything that prints the error: str(), repr() and args.
@@ -84,13 +84,13 @@ def ended_early(model: ModelConfig, *, received: bool, content_type: str) -> Pro
         "new conversation or a shorter prompt.")
 
 
-def _classify(exc: BaseException, sdk: ModuleType, model: ModelConfig,
-              started: bool) -> ProviderError:
+def _classify(exc: BaseException, sdk: ModuleType, model: ModelConfig, started: bool,
+              received: bool) -> ProviderError:
     host = host_of(model)
     if isinstance(exc, sdk.APIStatusError):
         return _from_status(exc, model, host)
     if _caused_by(exc, httpx2.DecodingError):
-        return _malformed_error(exc, model, host, started)
+        return _malformed_error(exc, model, host, received)
     if isinstance(exc, sdk.APITimeoutError | httpx2.TimeoutException):
         if not started and _caused_by(exc, httpx2.ConnectTimeout):
             return _retryable(ConnectTimeoutError(
@@ -100,10 +100,14 @@ def _classify(exc: BaseException, sdk: ModuleType, model: ModelConfig,
             f"{host} sent nothing for {model.idle_timeout:g} s, so the reply was stopped; try "
             "again, or raise idle_timeout in the config."))
     if isinstance(exc, sdk.APIConnectionError | httpx2.TransportError):
-        if started:
+        if received:
             return StreamInterruptedError(
                 f"The connection to {host} dropped mid-reply; the partial reply is kept, "
                 "try again.")
+        if started:
+            return StreamInterruptedError(
+                f"The connection to {host} dropped before any of the reply arrived; try "
+                "again.")
         return _retryable(ConnectionFailedError(
             f"Cannot reach {host} ({_connect_reason(exc)}); check the network and base_url, "
             "then try again."))
@@ -113,12 +117,12 @@ def _classify(exc: BaseException, sdk: ModuleType, model: ModelConfig,
                            "try again.")
     # Anything else the SDK or its transport raised is the server's doing: a body that does
     # not decode, an event that is not JSON, a shape the SDK could not read.
-    return _malformed_error(exc, model, host, started)
+    return _malformed_error(exc, model, host, received)
 
 
 def _malformed_error(exc: BaseException, model: ModelConfig, host: str,
-                     started: bool) -> MalformedStreamError:
-    where = "mid-reply; the partial reply is kept" if started else "instead of a reply"
+                     received: bool) -> MalformedStreamError:
+    where = "mid-reply; the partial reply is kept" if received else "instead of a reply"
     return MalformedStreamError(f"{host} sent something that is not a valid "
                                 f"{_API[model.provider]} response ({_malformed(exc)}) {where}; "
                                 "try again, and if it repeats, check base_url and the server.")

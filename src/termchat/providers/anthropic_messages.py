@@ -53,7 +53,7 @@ class AnthropicMessages(SDKProvider):
         received = False
         text, thinking = SurrogateJoiner(), SurrogateJoiner()
         stream = await self._open(self._client.messages.create(**self._params(request)))
-        async with aclosing(self._items(stream)) as events:
+        async with aclosing(self._items(stream, lambda: received)) as events:
             async for event in events:
                 kind = field(event, "type")
                 if kind == "content_block_delta":

@@ -55,7 +55,7 @@ class OpenAIChat(SDKProvider):
         # A server that cuts strings by UTF-16 index sends an emoji's halves in two chunks.
         text, reasoning = SurrogateJoiner(), SurrogateJoiner()
         stream = await self._open(self._client.chat.completions.create(**self._params(request)))
-        async with aclosing(self._items(stream)) as chunks:
+        async with aclosing(self._items(stream, lambda: received)) as chunks:
             async for chunk in chunks:
                 usage = field(chunk, "usage")
                 if usage is not None:

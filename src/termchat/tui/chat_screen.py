@@ -25,7 +25,7 @@ from termchat.errors import ConfigError, TermchatError
 from termchat.events import Event, ReasoningDelta, TextDelta
 from termchat.history.recording import ConversationRecord
 from termchat.tui.conversation import ConversationView
-from termchat.tui.messages import AssistantMessage, ErrorLine, UserMessage
+from termchat.tui.messages import AssistantMessage, ErrorLine, NoteLine, UserMessage
 from termchat.tui.notices import notify
 from termchat.tui.prompt import PromptInput
 from termchat.tui.status import StatusBar
@@ -206,8 +206,12 @@ class ChatScreen(Screen[None]):
                 self.event_hook(event)
 
         error: Safe | None = None
+        cancelled = False
         try:
             await self.conversation.stream(exchange, on_event)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         except TermchatError as exc:
             error = safe_line(exc.message)
         except Exception as exc:
@@ -222,6 +226,12 @@ class ChatScreen(Screen[None]):
             if tail := thought.flush():
                 widget.append_reasoning(tail)
             self._finished(widget, exchange)
+            if cancelled and not reply.text:
+                # Nothing arrived: no empty reply on screen, and the prompt is back to send.
+                widget.remove()
+                view.mount(NoteLine(Safe("■ cancelled before any reply arrived; the prompt is "
+                                         "back in the input")))
+                self._restore_prompt(prompt)
         if error is not None:
             if not exchange.reply.text:
                 await widget.remove()  # nothing arrived: the error line says it all

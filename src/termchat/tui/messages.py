@@ -47,6 +47,13 @@ class ErrorLine(Static):
         super().__init__(Text(f"✖ {message}"), classes="error")
 
 
+class NoteLine(Static):
+    """One line saying what became of an exchange that has nothing else to show."""
+
+    def __init__(self, message: Safe) -> None:
+        super().__init__(Text(message), classes="note")
+
+
 class AssistantMessage(Widget):
     """A reply rendered as Markdown while it streams, with a cursor after the last character.
 
