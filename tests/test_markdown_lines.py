@@ -7,11 +7,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from rich.console import Console
-from rich.markdown import Markdown
 from textual.strip import Strip
 
-from termchat.markdown_lines import MarkdownLines, code_blocks
-from termchat.present import CODE_THEME
+from termchat.markdown_lines import MarkdownLines, code_blocks, full_markdown
 from termchat.sample import chunked, long_reply
 from termchat.tui.blocks import BlockRenderer
 
@@ -47,8 +45,7 @@ LISTS = (
 
 def full_render(console: Console, text: str, width: int) -> list[str]:
     options = console.options.update_width(width)
-    lines = console.render_lines(Markdown(text, code_theme=CODE_THEME), options, pad=True,
-                                 new_lines=False)
+    lines = console.render_lines(full_markdown(text), options, pad=True, new_lines=False)
     rendered = [Strip(line, width) for line in lines]
     while rendered and not rendered[-1].text.strip() and all(
             seg.style is None or seg.style.bgcolor is None for seg in rendered[-1]):
@@ -122,3 +119,16 @@ def test_any_text_cut_anywhere_renders_as_a_full_render_and_never_raises(
         shown = [repr(list(strip)) for strip in renderer.lines(width)]
         normalised = so_far.replace("\r\n", "\n").replace("\r", "\n")
         assert shown == full_render(console, normalised, width), f"after {so_far[-60:]!r}"
+
+
+POEM = "Roses are red,\nviolets are blue;\n\n- a list item\n  with a second line\n"
+
+
+def test_a_single_newline_is_a_line_break_as_the_model_wrote_it() -> None:
+    console = Console(width=60, force_terminal=True)
+    lines = MarkdownLines(console=console)
+    for piece in chunked(POEM, 9):
+        lines.append(piece)
+    shown = [Strip(line).text.rstrip() for line in lines.lines(60)]
+    assert shown[:2] == ["Roses are red,", "violets are blue;"]
+    assert " • a list item" in shown and "   with a second line" in shown

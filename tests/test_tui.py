@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from rich.markdown import Markdown
 from textual import events
 
 from termchat.config import Config, load_config
 from termchat.devserver import ProviderServer, Script
+from termchat.markdown_lines import full_markdown
 from termchat.sample import long_reply
 from termchat.tui import messages
 from termchat.tui.app import TermchatApp
@@ -67,7 +67,7 @@ async def test_finished_reply_looks_exactly_like_a_full_render(
         reply = replies(app)[0]
         width = reply.size.width
         console = Console(width=width, force_terminal=True, color_system="truecolor")
-        full = console.render_lines(Markdown(MARKDOWN_REPLY), console.options, pad=True)
+        full = console.render_lines(full_markdown(MARKDOWN_REPLY), console.options, pad=True)
         expected = ["".join(seg.text for seg in line) for line in full]
         while expected and not expected[-1].strip():
             expected.pop()

@@ -24,7 +24,7 @@ from termchat.history import (
     as_markdown,
     default_path,
 )
-from termchat.present import CODE_THEME, MARK, local_time, marked, reply_header
+from termchat.present import MARK, local_time, marked, reply_header
 from termchat.untrusted import json_text, safe, safe_line
 
 if TYPE_CHECKING:
@@ -142,8 +142,9 @@ def _show(stored: StoredConversation, out: IO[str], *, tty: bool) -> None:
         for message in stored.messages:
             out.write(f"\n--- {_describe(message)}\n{message.text}\n")
         return
-    from rich.markdown import Markdown
     from rich.text import Text
+
+    from termchat.markdown_lines import full_markdown
 
     console = _console(out)
     console.print(Text(f"Conversation {stored.id}: {safe(stored.title)}", style="bold"))
@@ -156,7 +157,7 @@ def _show(stored: StoredConversation, out: IO[str], *, tty: bool) -> None:
         console.print(Text(f"─── {safe(_describe(message))}", style=style))
         text = safe(message.text)
         if message.role == "assistant" and text.strip():
-            console.print(Markdown(text, code_theme=CODE_THEME))
+            console.print(full_markdown(text))
         else:
             console.print(Text(text or "(no text)", style="" if text else "dim"))
 

@@ -26,6 +26,23 @@ def markdown_parser() -> MarkdownIt:
     return MarkdownIt().enable("strikethrough").enable("table")
 
 
+def parse(parser: MarkdownIt, text: str) -> list[Token]:
+    """`text`'s tokens, with every single newline inside a paragraph a line break: a reply's
+    poem, address or list of lines shows as the model wrote it (as in a chat, not in a
+    document, where a single newline joins two lines of one paragraph)."""
+    tokens = parser.parse(text)
+    for token in tokens:
+        for child in token.children or ():
+            if child.type == "softbreak":
+                child.type = "hardbreak"
+    return tokens
+
+
+def full_markdown(text: str) -> Markdown:
+    """`text` as one Rich renderable, rendered as the incremental renderer renders it."""
+    return _Markdown(text)
+
+
 def code_blocks(text: str) -> list[str]:
     """The bodies of the fenced and indented code blocks in `text`, in order."""
     return [token.content for token in markdown_parser().parse(text)
@@ -45,7 +62,7 @@ class _Markdown(Markdown):
             _Markdown._template = dict(Markdown("", code_theme=CODE_THEME).__dict__)
         self.__dict__.update(_Markdown._template)
         self.markup = markup
-        self.parsed = self._parser.parse(markup) if parsed is None else parsed
+        self.parsed = parse(self._parser, markup) if parsed is None else parsed
 
 
 class MarkdownLines:
@@ -127,7 +144,7 @@ class MarkdownLines:
     def _update(self) -> None:
         text = self.text
         pending = text[self._settled_end:]
-        tokens = self._parser.parse(pending)
+        tokens = parse(self._parser, pending)
         blocks = [i for i, t in enumerate(tokens) if t.level == 0 and t.nesting >= 0 and t.map]
         if (len(blocks) > 1
                 and "\n" not in pending[_offset_of_line(pending, _start(tokens[blocks[-1]])):]

@@ -40,6 +40,9 @@ _CONTROL = re.compile(
     # Bidirectional embeddings, overrides, isolates and marks.
     "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _NEWLINES = re.compile("\r\n?|[\u2028\u2029]")
+# Any character the sanitiser might change: text without one passes as it is.
+_SUSPECT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e"
+                      "\u2066-\u2069\u2028\u2029\ud800-\udfff]")
 _HIGH = ("\ud800", "\udbff")
 
 
@@ -63,6 +66,10 @@ class SurrogateJoiner:
 
     def __init__(self) -> None:
         self._held = ""
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
 
     def feed(self, text: str) -> str:
         text = self._held + text
@@ -102,6 +109,12 @@ class SafeStream:
         self._after_cr = False
 
     def feed(self, text: str) -> Safe:
+        if not (self._held or self._joiner.holding or self._after_cr) \
+                and _SUSPECT.search(text) is None:
+            # Nearly every piece of a reply: nothing to remove, hold or join.
+            if text:
+                self._after_cr = False
+            return Safe(text)
         text = self._held + self._joiner.feed(text)
         unfinished = _UNFINISHED.search(text)
         if unfinished is None:
