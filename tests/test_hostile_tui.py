@@ -345,12 +345,11 @@ async def test_an_emoji_split_into_surrogates_shows_and_the_chat_goes_on(
         assert replies(app)[1].text == "second answer"
 
 
-def _assert_three_lines_of_one_paragraph(app: TermchatApp) -> None:
-    """The reply's carriage returns are line breaks, shown as Markdown shows those within a
-    paragraph."""
+def _assert_three_lines(app: TermchatApp) -> None:
+    """The reply's carriage returns are line breaks, shown as lines of their own."""
     reply = replies(app)[0]
     assert reply.text == "one\ntwo\nthree"
-    assert [row.strip() for row in screen_lines(reply) if row.strip()] == ["one two three"]
+    assert [row.strip() for row in screen_lines(reply) if row.strip()] == ["one", "two", "three"]
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -362,7 +361,7 @@ async def test_a_lone_carriage_return_in_a_reply_is_a_line_break(
         await send(pilot, "q")
         await finish(pilot)
         assert replies(app)[0].status is Status.COMPLETE
-        _assert_three_lines_of_one_paragraph(app)
+        _assert_three_lines(app)
         assert_clean(app)
 
 
@@ -380,7 +379,7 @@ async def test_a_stored_reply_with_a_lone_carriage_return_reopens(
                       cursor_blink=False, show_timings=False)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause(0.1)
-        _assert_three_lines_of_one_paragraph(app)
+        _assert_three_lines(app)
         assert_clean(app)
 
 

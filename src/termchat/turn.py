@@ -6,6 +6,7 @@ Both front ends drive replies through `Conversation.send`; neither talks to a pr
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import random
 import time
@@ -16,7 +17,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from termchat.config import ModelConfig
-from termchat.errors import ProviderError, StreamInterruptedError
+from termchat.errors import ProviderError, StreamInterruptedError, TermchatError
 from termchat.events import Event, Finish, ReasoningDelta, Retrying, TextDelta, Usage
 from termchat.providers import ChatRequest, Message, Provider, open_provider
 
@@ -256,6 +257,7 @@ class Conversation:
         # Normally created on first use; passing one in lets a benchmark replay a stream.
         self._provider = provider
         self._retired: list[Provider] = []
+        self._preparing = asyncio.Lock()
 
     @property
     def system(self) -> str | None:
@@ -284,6 +286,31 @@ class Conversation:
                 self._retired.append(self._provider)
             self._provider = provider
         return self._provider
+
+    @property
+    def ready(self) -> bool:
+        """Whether the current model's provider exists (its SDK imported, its client built)."""
+        return self._provider is not None and self._provider.model == self.model
+
+    async def prepare(self) -> None:
+        """Make the provider ready without blocking the event loop: importing an SDK takes
+        0.4-3 s, and resolving a key may run a command. The work runs in a thread, one at a
+        time; a failure (a missing key) is left for `start` to raise."""
+        async with self._preparing:
+            if not self.ready:
+                await asyncio.to_thread(self._prepare)
+
+    def _prepare(self) -> None:
+        # An import allocates hundreds of thousands of objects: collecting them over and over
+        # costs more than the import, and once frozen they are never scanned again.
+        gc.disable()
+        try:
+            self.provider()
+        except TermchatError:
+            pass
+        finally:
+            gc.freeze()
+            gc.enable()
 
     def switch_model(self, model: ModelConfig) -> None:
         """Talk to `model` from the next reply on; the conversation so far goes with it."""

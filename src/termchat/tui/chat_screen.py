@@ -83,6 +83,7 @@ class ChatScreen(Screen[None]):
         # Benchmarks and tests observe every event as the screen receives it.
         self.event_hook: Callable[[Event], None] | None = None
         self._worker: Worker[None] | None = None
+        self._connecting = False
         self.last_reply: Reply | None = None
 
     def compose(self) -> ComposeResult:
@@ -98,6 +99,17 @@ class ChatScreen(Screen[None]):
         self.query_one(PromptInput).focus()
         self.set_interval(0.25, self._update_status)
         self.post_message(self.Ready())
+        # The provider's SDK loads in the background once the first frame is out.
+        self.call_after_refresh(self._prepare)
+
+    def _prepare(self) -> None:
+        self.run_worker(self.conversation.prepare(), group="prepare", exit_on_error=False)
+
+    async def _painted(self) -> None:
+        """Wait until the screen has been drawn with what was just mounted."""
+        drawn = asyncio.get_running_loop().create_future()
+        self.call_after_refresh(drawn.set_result, None)
+        await drawn
 
     def _show_exchanges(self) -> None:
         view = self.query_one(ConversationView)
@@ -129,6 +141,7 @@ class ChatScreen(Screen[None]):
         gc.unfreeze()
         self._show_exchanges()
         self.query_one(PromptInput).focus()
+        self._prepare()
         return True
 
     @property
@@ -160,9 +173,19 @@ class ChatScreen(Screen[None]):
     @work(exclusive=True, group="reply", exit_on_error=False)
     async def _send(self, prompt: str) -> None:
         view = self.query_one(ConversationView)
-        await view.collapse_above()
         view.following = True
         await view.mount(UserMessage(safe(prompt)))
+        view.content_grew()
+        # The prompt is on screen in the frame after Enter, before anything that takes time.
+        await self._painted()
+        await view.collapse_above()
+        if not self.conversation.ready:
+            self._connecting = True
+            self._update_status()
+            try:
+                await self.conversation.prepare()
+            finally:
+                self._connecting = False
         await self.history_ready.wait()
         if self.conversation.history is None and self.history is not None \
                 and not self.conversation.exchanges:
@@ -263,7 +286,7 @@ class ChatScreen(Screen[None]):
     def _update_status(self) -> None:
         status = self.query_one(StatusBar)
         status.show(self.conversation.model.label, self.last_reply,
-                    timings=self.show_timings)
+                    timings=self.show_timings, connecting=self._connecting)
 
     def action_new_conversation(self) -> None:
         if self.streaming:
@@ -282,6 +305,7 @@ class ChatScreen(Screen[None]):
                         severity="warning")
             return
         self.conversation.switch_model(model)
+        self._prepare()
         self._update_status()
         notify(self, f"Now talking to {model.label}.")
 

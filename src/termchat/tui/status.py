@@ -21,10 +21,15 @@ _STATE_STYLES = {
 }
 
 
-def describe(model: str, reply: Reply | None, *, timings: bool = True) -> Text:
-    """The status line for `reply` (None before the first message)."""
+def describe(model: str, reply: Reply | None, *, timings: bool = True,
+             connecting: bool = False) -> Text:
+    """The status line for `reply` (None before the first message); `connecting` while the
+    provider's SDK is still loading for a prompt that waits for it."""
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(safe_line(model), style="bold")
+    if connecting:
+        text.append("  connecting…", style=_STATE_STYLES[Status.WAITING])
+        return text
     if reply is None:
         text.append("  ready", style="dim")
         return text
@@ -55,8 +60,9 @@ class StatusBar(Static):
 
     line = Text()
 
-    def show(self, model: str, reply: Reply | None, *, timings: bool = True) -> None:
-        line = describe(model, reply, timings=timings)
+    def show(self, model: str, reply: Reply | None, *, timings: bool = True,
+             connecting: bool = False) -> None:
+        line = describe(model, reply, timings=timings, connecting=connecting)
         if line != self.line:
             self.line = line
             self.update(line)

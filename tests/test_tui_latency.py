@@ -1,0 +1,52 @@
+"""The TUI answers a key at once: the prompt is on screen in the frame after Enter, however
+long the provider's SDK takes to load, and the load happens in the background."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from termchat import providers
+from termchat.devserver import ProviderServer, Script
+from termchat.tui.messages import UserMessage
+from tests.support.tui import finish, make_app, replies, status_text, wait_until
+
+SLOW = "tests.support.slow_provider"
+
+
+@pytest.fixture
+def slow_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(providers._MODULES, "openai", SLOW)
+    monkeypatch.delitem(sys.modules, SLOW, raising=False)
+
+
+async def test_the_prompt_is_painted_before_the_provider_module_is_imported(
+        provider_server: ProviderServer, slow_import: None) -> None:
+    provider_server.queue(Script(text="the answer"))
+    app = make_app(provider_server)
+    async with app.run_test(size=(100, 30)) as pilot:
+        prompt = app.chat.query_one("#prompt")
+        prompt.load_text("hello there")  # type: ignore[attr-defined]
+        began = time.monotonic()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: bool(app.chat.query(UserMessage)) and
+                         app.chat.query(UserMessage).first().region.height > 0, timeout=0.5)
+        shown_after = time.monotonic() - began
+        # On screen while the (one second) import is still going on, in a thread.
+        assert SLOW not in sys.modules or not hasattr(sys.modules[SLOW], "create")
+        assert shown_after < 0.5
+        assert "connecting" in status_text(app)
+        await finish(pilot)
+        assert replies(app)[0].text == "the answer"
+        assert "done" in status_text(app)
+
+
+async def test_the_sdk_loads_in_the_background_after_the_first_frame(
+        provider_server: ProviderServer, slow_import: None) -> None:
+    app = make_app(provider_server)
+    async with app.run_test(size=(100, 30)) as pilot:
+        assert "ready" in status_text(app)
+        await wait_until(pilot, lambda: app.chat.conversation.ready, timeout=5)
+        assert hasattr(sys.modules[SLOW], "create")
