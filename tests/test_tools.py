@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -456,6 +457,72 @@ async def test_a_log_grown_past_its_limit_is_set_aside_at_start(tmp_path: Path) 
     await box.aclose()
     assert (logs / "mcp-t.log.1").stat().st_size == 1_200_000
     assert (logs / "mcp-t.log").stat().st_size < 100_000
+
+
+# --- Inside a Textual app ----------------------------------------------------------------
+
+
+async def test_the_box_runs_in_textuals_loop_and_workers_call_its_tools(tmp_path: Path) -> None:
+    from textual.app import App
+    from textual.worker import WorkerCancelled
+
+    events = Events(tmp_path / "events")
+
+    class Host(App[None]):
+        def on_mount(self) -> None:
+            self.box = box_of(tmp_path, script_server("t", events=events.path))
+            self.box.start()
+
+    app = Host()
+    async with app.run_test():
+        await app.box.wait_ready()
+        worker = app.run_worker(app.box.call(call("t__add", {"a": 1, "b": 1})))
+        await worker.wait()
+        assert worker.result is not None and worker.result.content == "2"
+        sleeper = app.run_worker(app.box.call(call("t__sleep", {"seconds": 30})))
+        started = await events.wait("sleep-start")
+        sleeper.cancel()
+        with pytest.raises(WorkerCancelled):
+            await sleeper.wait()
+        await events.wait(started.replace("start", "cancelled"))
+        assert (await app.box.call(call("t__echo", {"text": "then"}))).content == "then"
+        await app.box.aclose()
+
+
+APP_THAT_EXITS = """
+import json, sys
+from pathlib import Path
+from textual.app import App
+from termchat.tools.box import ToolBox
+from tests.support.tools import script_server, time_server
+
+class Host(App[None]):
+    def on_mount(self) -> None:
+        self.box = ToolBox([script_server("t"), time_server()], log_dir=Path(sys.argv[1]))
+        self.box.start()
+        self.run_worker(self.ready())
+
+    async def ready(self) -> None:
+        await self.box.wait_ready()
+        print(json.dumps([s.pid for s in self.box.statuses()]), flush=True)
+        self.exit()  # without aclose()
+
+Host().run(headless=True)
+"""
+
+
+async def test_an_app_that_exits_without_aclose_leaves_no_server_behind(tmp_path: Path) -> None:
+    script = tmp_path / "app.py"
+    script.write_text(APP_THAT_EXITS)
+    root = Path(__file__).resolve().parent.parent
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), str(tmp_path / "logs"), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(root)})
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    pids = json.loads(out.decode().splitlines()[0])
+    assert len(pids) == 2 and all(isinstance(pid, int) for pid in pids)
+    assert not any(alive(pid) or group_alive(pid) for pid in pids)
 
 
 # --- Shutdown ----------------------------------------------------------------------------
