@@ -167,28 +167,30 @@ class ServerConnection:
                     self._set(ServerState.READY, None)
                     await self._hold(session, deadline)
         except BaseException as exc:
-            self._session = None
-            if self._stopping:
-                self._set(ServerState.STOPPED, None)
-            elif isinstance(exc, asyncio.CancelledError):
-                self._set(ServerState.STOPPED, "was stopped (its task was cancelled)")
-            elif self.state is ServerState.STARTING:
-                self._set(ServerState.FAILED, f"failed to start: {self._explain(exc)}")
-            else:
-                self._set(ServerState.FAILED, f"stopped working: {self._explain(exc)}")
+            self._ended(exc)
             if not isinstance(exc, Exception) and not self._stopping:
                 raise
         else:
-            self._session = None
-            if self._stopping:
-                self._set(ServerState.STOPPED, None)
-            else:
-                self._set(ServerState.FAILED, f"stopped working: {self._exit_reason()}")
+            self._ended(None)
         finally:
-            self._session = None
             self._settled.set()
             if errlog is not None:
                 errlog.close()
+
+    def _ended(self, exc: BaseException | None) -> None:
+        """The owner task is done: stopped on request, or failed (`exc` None: the server
+        went away on its own)."""
+        self._session = None
+        if self._stopping:
+            self._set(ServerState.STOPPED, None)
+        elif isinstance(exc, asyncio.CancelledError):
+            self._set(ServerState.STOPPED, "was stopped (its task was cancelled)")
+        elif exc is None:
+            self._set(ServerState.FAILED, f"stopped working: {self._exit_reason()}")
+        elif self.state is ServerState.STARTING:
+            self._set(ServerState.FAILED, f"failed to start: {self._explain(exc)}")
+        else:
+            self._set(ServerState.FAILED, f"stopped working: {self._explain(exc)}")
 
     async def _hold(self, session: ClientSession, deadline: asyncio.Timeout) -> None:
         """Keep the session until asked to stop or the server goes away; re-list the tools
