@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from termchat.errors import ConfigError, MissingKeyError
+from termchat.tools.config import ToolsConfig, parse_tools
 
 PROVIDERS = ("openai", "anthropic")
 
@@ -57,7 +58,11 @@ _TOP_KEYS: dict[str, tuple[type, ...]] = {
     "history": (bool,),
     "defaults": (dict,),
     "models": (dict,),
+    "tools": (dict,),
+    "mcp": (dict,),
 }
+# A model's `tools` choice is checked by termchat.tools.config; it is not a ModelConfig field.
+_MODEL_TOOLS_KEY: dict[str, tuple[type, ...]] = {"tools": (list, bool)}
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
                dict: "a table"}
 
@@ -177,6 +182,7 @@ class Config:
     history: bool = True
     defaults: dict[str, Any] = field(default_factory=dict)
     models: dict[str, ModelConfig] = field(default_factory=dict)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
     warnings: tuple[str, ...] = ()
 
     def resolve_model(self, name: str | None = None,
@@ -295,6 +301,7 @@ def _line_of(text: str, key: str) -> int | None:
 def _validate(path: Path, text: str, data: dict[str, Any], env: Mapping[str, str]) -> Config:
     checker = _Checker(path, text)
     checker.check(data, _TOP_KEYS, "")
+    tools = parse_tools(checker, data)
     defaults = data.get("defaults", {})
     checker.check(defaults, {k: _MODEL_KEYS[k] for k in _DEFAULT_KEYS}, "defaults.")
     _check_ranges(checker, defaults, "defaults.")
@@ -305,7 +312,7 @@ def _validate(path: Path, text: str, data: dict[str, Any], env: Mapping[str, str
         if not isinstance(table, dict):
             raise checker.fail(f"models.{name}", "wrong type for",
                                "each model must be a [models.NAME] table")
-        checker.check(table, _MODEL_KEYS, prefix)
+        checker.check(table, {**_MODEL_KEYS, **_MODEL_TOOLS_KEY}, prefix)
         _check_ranges(checker, table, prefix)
         if "provider" not in table:
             raise checker.fail(prefix + "provider", "missing",
@@ -319,6 +326,7 @@ def _validate(path: Path, text: str, data: dict[str, Any], env: Mapping[str, str
                                "rename the table")
         provider = table["provider"]
         settings = {**_inheritable(defaults), **table}
+        settings.pop("tools", None)
         settings.setdefault("model", DEFAULT_MODELS[provider])
         settings.setdefault("base_url", env.get(BASE_URL_ENV[provider]) or None)
         if "price" in table:
@@ -339,7 +347,7 @@ def _validate(path: Path, text: str, data: dict[str, Any], env: Mapping[str, str
                         f"run: chmod 600 {shlex.quote(str(path))}")
     return Config(path=path, exists=True, default_model=default_model,
                   history=data.get("history", True), defaults=dict(defaults), models=models,
-                  warnings=tuple(warnings))
+                  tools=tools, warnings=tuple(warnings))
 
 
 def _check_ranges(checker: _Checker, table: Mapping[str, Any], prefix: str) -> None:

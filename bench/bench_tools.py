@@ -1,0 +1,140 @@
+"""Time the MCP tools runtime: server start-up, the event loop's longest stall meanwhile, and
+termchat's own overhead per tool call.
+
+Each start-up is a fresh ToolBox in a fresh process (so the first one pays for importing the
+SDK, in a thread); the call overhead is `ToolBox.call` against the SDK's bare
+`ClientSession.call_tool` on the same echo tool, median of 50 each.
+
+    .venv/bin/python bench/bench_tools.py            # 5 start-ups per server
+    .venv/bin/python bench/bench_tools.py --quick    # 2, for a CI smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.tools import http_server, script_server, time_server  # noqa: E402
+
+from termchat.content import ToolCall  # noqa: E402
+from termchat.tools.box import ToolBox  # noqa: E402
+
+CALLS = 50
+
+
+async def start_once(which: str, log_dir: Path) -> dict[str, float]:
+    """Start one server in a fresh box; how long until ready, and the loop's longest stall."""
+    server = script_server("t") if which == "test" else time_server()
+    stall = 0.0
+    done = False
+
+    async def watch() -> None:
+        nonlocal stall
+        while not done:
+            began = time.perf_counter()
+            await asyncio.sleep(0.005)
+            stall = max(stall, time.perf_counter() - began - 0.005)
+
+    watcher = asyncio.create_task(watch())
+    began = time.perf_counter()
+    box = ToolBox([server], log_dir=log_dir)
+    box.start()
+    returned = time.perf_counter() - began
+    await box.wait_ready()
+    ready = time.perf_counter() - began
+    done = True
+    await watcher
+    status = box.statuses()[0]
+    closing = time.perf_counter()
+    await box.aclose()
+    closed = time.perf_counter() - closing
+    assert status.state.value == "ready", status.line
+    # Again in the same process: the server's own start-up, the SDK being imported already.
+    began = time.perf_counter()
+    async with ToolBox([server], log_dir=log_dir) as again:
+        await again.wait_ready()
+        warm = time.perf_counter() - began
+    return {"start_returns_ms": returned * 1000, "ready_ms": ready * 1000,
+            "warm_ms": warm * 1000, "stall_ms": stall * 1000, "close_ms": closed * 1000}
+
+
+async def call_overhead(log_dir: Path) -> dict[str, float]:
+    """Median ToolBox.call and bare ClientSession.call_tool for echo, stdio and HTTP."""
+    with http_server(log_dir / "events", token=None) as web:
+        from termchat.tools.config import ServerConfig
+
+        box = ToolBox([script_server("t"), ServerConfig("web", url=web.url)], log_dir=log_dir)
+        await box.wait_ready()
+        figures: dict[str, float] = {}
+        try:
+            for server in ("t", "web"):
+                call = ToolCall("c", f"{server}__echo", json.dumps({"text": "hello"}))
+                connection = box._servers[server]
+                session = connection._session
+                assert session is not None
+                box_times, sdk_times = [], []
+                for _ in range(CALLS + 5):
+                    began = time.perf_counter()
+                    await box.call(call)
+                    box_times.append(time.perf_counter() - began)
+                    began = time.perf_counter()
+                    await session.call_tool("echo", {"text": "hello"})
+                    sdk_times.append(time.perf_counter() - began)
+                # The first few calls warm up caches on both sides.
+                figures[f"{server}_box_ms"] = statistics.median(box_times[5:]) * 1000
+                figures[f"{server}_sdk_ms"] = statistics.median(sdk_times[5:]) * 1000
+        finally:
+            await box.aclose()
+        return figures
+
+
+def in_fresh_process(what: str, *args: str) -> dict[str, float]:
+    done = subprocess.run([sys.executable, __file__, "--child", what, *args],
+                          capture_output=True, text=True, check=True)
+    return dict(json.loads(done.stdout.splitlines()[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--child", nargs="+")
+    options = parser.parse_args()
+    if options.child:
+        with tempfile.TemporaryDirectory() as tmp:
+            if options.child[0] == "start":
+                result = asyncio.run(start_once(options.child[1], Path(tmp)))
+            else:
+                result = asyncio.run(call_overhead(Path(tmp)))
+        print(json.dumps(result))
+        return
+    runs = 2 if options.quick else 5
+    print(f"{'server start-up':34} {'start() ms':>10} {'ready ms':>9} {'again ms':>9} "
+          f"{'max stall ms':>13} {'aclose ms':>10}")
+    for which, label in (("test", "test server (stdio, MCPServer)"),
+                         ("time", "mcp-server-time (stdio)")):
+        rows = [in_fresh_process("start", which) for _ in range(runs)]
+        median = {key: statistics.median(row[key] for row in rows) for key in rows[0]}
+        print(f"{label:34} {median['start_returns_ms']:10.2f} {median['ready_ms']:9.0f} "
+              f"{median['warm_ms']:9.0f} {median['stall_ms']:13.0f} {median['close_ms']:10.0f}")
+    print("(ready: first start in a fresh process, importing the SDK in a thread; again: a "
+          "second start; max stall: the event loop's longest pause while the first started)")
+    figures = in_fresh_process("calls")
+    print(f"\n{'echo, median of ' + str(CALLS):34} {'ToolBox ms':>10} {'bare SDK ms':>12} "
+          f"{'overhead ms':>12}")
+    for server, label in (("t", "stdio"), ("web", "streamable HTTP")):
+        box, sdk = figures[f"{server}_box_ms"], figures[f"{server}_sdk_ms"]
+        print(f"{label:34} {box:10.2f} {sdk:12.2f} {box - sdk:12.2f}")
+
+
+if __name__ == "__main__":
+    main()
