@@ -97,7 +97,9 @@ class ChatScreen(Screen[None]):
     def on_mount(self) -> None:
         self._show_exchanges()
         self.query_one(PromptInput).focus()
-        self.set_interval(0.25, self._update_status)
+        # Once a second while a reply streams (its timings), so the status bar is not a frame
+        # of its own four times a second.
+        self.set_interval(1.0, self._update_status)
         self.post_message(self.Ready())
         # The provider's SDK loads in the background once the first frame is out.
         self.call_after_refresh(self._prepare)

@@ -19,10 +19,13 @@ from termchat.untrusted import Safe
 
 CURSOR = "▋"
 NO_TEXT = Safe("")
-# New text is rendered as soon as it arrives while that is cheap; when it is dear (a long
-# code block or table at the end), at most once per FRAME_SECONDS and within RENDER_SHARE
-# of the time, so frames and keys always get their turn.
-FRAME_SECONDS = 1 / 120
+# New text is rendered at most once per FRAME_SECONDS (a frame's worth of chunks at a time,
+# which keeps chunk-to-screen well under 50 ms), and when that is dear (a long code block or
+# table at the end) rarer still, within RENDER_SHARE of the time, so frames and keys always
+# get their turn. Rendering every chunk as it came cost half a core at 200 chunks a second.
+FRAME_SECONDS = 1 / 30
+BLINK_SECONDS = 0.5
+GROWTH_STEP = 6
 RENDER_SHARE = 0.25
 MIN_TIMER_SECONDS = 0.001
 _CURSOR_STYLE = Style(color="#d0d0d0")
@@ -87,7 +90,6 @@ class AssistantMessage(Widget):
         self._stale = True
         # The first content line changed since the last repaint request (None: nothing).
         self._repaint_from: int | None = None
-        self._keep_rendered = False
         self._flush_pending = False
         self._last_flush = 0.0
         self._flush_cost = FRAME_SECONDS * RENDER_SHARE
@@ -104,7 +106,7 @@ class AssistantMessage(Widget):
     def on_mount(self) -> None:
         self._renderer.console = self.app.console
         if self.streaming and self._cursor_blink:
-            self._blink = self.set_interval(0.5, self._toggle_cursor)
+            self._blink = self.set_interval(BLINK_SECONDS, self._toggle_cursor)
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
@@ -132,7 +134,7 @@ class AssistantMessage(Widget):
         if self._flush_pending:
             return
         self._flush_pending = True
-        gap = min(FRAME_SECONDS, self._flush_cost / RENDER_SHARE)
+        gap = max(FRAME_SECONDS, self._flush_cost / RENDER_SHARE)
         delay = self._last_flush + gap - time.perf_counter()
         if delay > MIN_TIMER_SECONDS:
             self.set_timer(delay, self._flush)
@@ -149,13 +151,20 @@ class AssistantMessage(Widget):
         # A moving average: one dear flush does not slow the next ten.
         self._flush_cost += (self._last_flush - began - self._flush_cost) / 4
 
+    @property
+    def _height(self) -> int:
+        """The lines the widget takes: while it streams, room for the next few lines too, so
+        the view scrolls (every line on screen redrawn) once per GROWTH_STEP new lines."""
+        lines = len(self._lines)
+        return -(-lines // GROWTH_STEP) * GROWTH_STEP if self.streaming else lines
+
     def _render_new_text(self) -> None:
         if self._width < 0:
             self.refresh(layout=True)
             return
         if self._stale:
             self._rebuild(self._width)
-        height = len(self._lines)
+        height = self._height
         not_laid_out = height - self._laid_out_height
         if self._repaint_from is not None:
             # Lines above the first changed one are repainted from Textual's cache, and the
@@ -174,26 +183,13 @@ class AssistantMessage(Widget):
         self._painted_height = len(self._lines)
         self.refresh(Region(0, start, self._width, end - start), layout=layout)
 
-    def _size_updated(self, size: Size, virtual_size: Size, container_size: Size,
-                      layout: bool = True) -> bool:
-        # A reply that grew or shrank at the same width keeps its other rendered lines:
-        # Textual would repaint every line of it (see `_set_dirty`).
-        self._keep_rendered = size.width == self.outer_size.width
-        try:
-            return super()._size_updated(size, virtual_size, container_size, layout)
-        finally:
-            self._keep_rendered = False
-
-    def _set_dirty(self, *regions: Region) -> None:
-        # Every change of content marks its own lines (`_request_repaint`).
-        if regions or not self._keep_rendered:
-            super()._set_dirty(*regions)
-
     def _stable_lines(self) -> int:
         """How many leading lines later text cannot change."""
         return len(self._reasoning_lines) + self._renderer.stable_lines
 
     def _toggle_cursor(self) -> None:
+        if self._cursor_on and time.perf_counter() - self._last_flush < BLINK_SECONDS:
+            return  # text is flowing: the cursor moves with it, and a blink is a frame more
         self._cursor_on = not self._cursor_on
         if self._lines:
             self.refresh(Region(0, self._cursor_y, self.size.width, 1))
@@ -204,7 +200,7 @@ class AssistantMessage(Widget):
         if self._repaint_from is not None:
             # Laid out before `_flush` came: the lines that changed go out in this frame.
             self._request_repaint()
-        self._laid_out_height = len(self._lines)
+        self._laid_out_height = self._height
         return self._laid_out_height
 
     def render_line(self, y: int) -> Strip:
@@ -259,11 +255,12 @@ class AssistantMessage(Widget):
 
 
 def _first_difference(old: list[Strip], new: list[Strip], start: int) -> int:
-    """The index of the first line of `new` that is not the very same strip as in `old`,
-    looking from `start` on (lines before it are known to be the same objects)."""
+    """The index of the first line of `new` that differs from `old`, looking from `start` on
+    (lines before it are known to be the same objects). The tail is rendered anew each time,
+    but mostly only its last line has changed: only that one is repainted."""
     start = min(start, len(old), len(new))
     for y in range(start, min(len(old), len(new))):
-        if old[y] is not new[y]:
+        if old[y] is not new[y] and old[y] != new[y]:
             return y
     return min(len(old), len(new))
 
