@@ -609,6 +609,10 @@ def main() -> None:
     parser.add_argument("--slow-runs", type=int,
                         help="runs of each paced row and of stock at full speed")
     parser.add_argument("--json", metavar="PATH", help="also write every measurement")
+    parser.add_argument("--skip", action="append", default=[],
+                        choices=("stock", "full", "paced", "continued"),
+                        help="leave out stock Textual, or a group of rows (repeatable), for "
+                        "a quicker look at one row")
     parser.add_argument("--floor", nargs=3, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--floor-paced", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -646,23 +650,26 @@ def main() -> None:
         title = newest_title(browse_dir)
         tmux = Tmux(env, WIDTH, HEIGHT)
         try:
-            for run in range(max(sizes.runs, sizes.slow_runs)):
+            stock = "stock" not in args.skip
+            for run in range(max(sizes.runs, sizes.slow_runs) * ("full" not in args.skip)):
                 print(f"full speed, run {run + 1} (load {loadavg()})", flush=True)
                 if run < sizes.runs:
                     results.run("termchat at full speed", full_speed, tmux, "termchat",
                                 base_url, limit=120)
                     floor(env, results)
-                if run < sizes.slow_runs:
+                if run < sizes.slow_runs and stock:
                     results.run("stock at full speed", full_speed, tmux, "stock", base_url,
                                 limit=180)
-            for run in range(sizes.slow_runs):
+            for run in range(sizes.slow_runs * ("paced" not in args.skip)):
                 print(f"paced, run {run + 1} (load {loadavg()})", flush=True)
                 results.run("termchat paced", paced, tmux, "termchat", base_url,
                             limit=reply_seconds + 120)
-                results.run("stock paced", paced, tmux, "stock", base_url,
-                            limit=reply_seconds + 180, floor_env=env if run == 0 else None)
+                if stock:
+                    results.run("stock paced", paced, tmux, "stock", base_url,
+                                limit=reply_seconds + 180,
+                                floor_env=env if run == 0 else None)
             print(f"-c and history browser (load {loadavg()})", flush=True)
-            for _ in range(sizes.runs):
+            for _ in range(sizes.runs * ("continued" not in args.skip)):
                 for exchanges, (data_dir, end, out) in conversations.items():
                     key = f"continue {exchanges}"
                     results.run(key, continued, tmux, data_dir, end, out, key)
