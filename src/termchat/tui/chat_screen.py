@@ -24,12 +24,13 @@ from termchat.config import Config, ModelConfig
 from termchat.errors import ConfigError, TermchatError
 from termchat.events import Event, ReasoningDelta, TextDelta
 from termchat.history.recording import ConversationRecord
-from termchat.tui.conversation import ConversationView
+from termchat.tui.blocks import Prerender
+from termchat.tui.conversation import ConversationView, Pending, estimate_rows
 from termchat.tui.messages import AssistantMessage, ErrorLine, NoteLine, UserMessage
 from termchat.tui.notices import notify
 from termchat.tui.prompt import PromptInput
 from termchat.tui.status import StatusBar
-from termchat.turn import Conversation, Exchange, Reply
+from termchat.turn import Conversation, Exchange, Reply, Status
 from termchat.untrusted import Safe, SafeStream, safe, safe_line
 
 if TYPE_CHECKING:
@@ -94,8 +95,8 @@ class ChatScreen(Screen[None]):
         yield StatusBar(id="status")
         yield Footer()
 
-    def on_mount(self) -> None:
-        self._show_exchanges()
+    async def on_mount(self) -> None:
+        await self._show_exchanges()
         self.query_one(PromptInput).focus()
         # Once a second while a reply streams (its timings), so the status bar is not a frame
         # of its own four times a second.
@@ -113,22 +114,45 @@ class ChatScreen(Screen[None]):
         self.call_after_refresh(drawn.set_result, None)
         await drawn
 
-    def _show_exchanges(self) -> None:
+    async def _show_exchanges(self) -> None:
+        """Show the conversation from its end: what fills the screen is mounted at once, the
+        rest as the view comes near it (rendered ahead in idle moments)."""
         view = self.query_one(ConversationView)
-        view.remove_children()
-        self.last_reply = None
-        widgets: list[Widget] = []
-        for exchange in self.conversation.exchanges:
-            widgets.append(UserMessage(safe(exchange.prompt)))
-            widgets.append(AssistantMessage(safe(exchange.reply.text),
-                                            status=exchange.reply.status))
-            self.last_reply = exchange.reply
-        view.mount_all(widgets)
+        exchanges = self.conversation.exchanges
+        self.last_reply = exchanges[-1].reply if exchanges else None
+        await view.open([self._pending(exchange) for exchange in exchanges])
         view.following = True
         view.scroll_end(animate=False)
         self._update_status()
         # Once the messages are laid out and rendered, their lines are long-lived.
         self.call_after_refresh(_keep_out_of_gc)
+
+    def _pending(self, exchange: Exchange) -> Pending:
+        """An exchange as the view mounts it when it comes near."""
+        prompt, text = safe(exchange.prompt), safe(exchange.reply.text)
+        status = exchange.reply.status
+        ahead: Prerender | None = None
+
+        def make() -> list[Widget]:
+            rendered = ahead.renderer if ahead is not None and ahead.done else None
+            return [UserMessage(prompt), AssistantMessage(text, status=status,
+                                                          rendered=rendered)]
+
+        def estimate(width: int) -> int:
+            # The messages' own padding taken off (an estimate: mounting measures it).
+            marked = 2 if status is not Status.COMPLETE else 0
+            return estimate_rows(prompt, width - 3) + estimate_rows(text, width - 5) + 2 + marked
+
+        def prerender(seconds: float) -> bool:
+            nonlocal ahead
+            shown = self.query(AssistantMessage)
+            if not shown:
+                return True  # no width to render at yet: mounting renders it
+            if ahead is None:
+                ahead = Prerender(text, self.app.console)
+            return ahead.step(shown.last().size.width, seconds)
+
+        return Pending(make, estimate, prerender)
 
     def open_conversation(self, conversation: Conversation) -> bool:
         """Show `conversation` and continue it; refused while a reply streams."""
@@ -141,7 +165,7 @@ class ChatScreen(Screen[None]):
         self.run_worker(old.aclose())
         # The messages about to be removed were frozen; let the collector have them again.
         gc.unfreeze()
-        self._show_exchanges()
+        self.run_worker(self._show_exchanges(), group="show", exclusive=True)
         self.query_one(PromptInput).focus()
         self._prepare()
         return True

@@ -1,21 +1,59 @@
 """The scrolling conversation: follows a streaming reply while the user is at the bottom, and
-keeps a long conversation cheap by standing in for the messages far above the view."""
+keeps a conversation of any length cheap by mounting only the messages near the view.
+
+Every layout walks every mounted widget, and a message is rendered (its Markdown, 20-30 ms for
+8 KB) before it can be laid out. So a run of messages away from the view is one `StandIn`
+widget of their height: estimated for messages never shown, measured for those shown before.
+A stand-in gives up its messages as the view comes within a screen of it, those next to the
+view first, rendered ahead in idle moments; the scroll position moves by what they really
+take beyond their estimate, so the view never jumps.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from rich.cells import cell_len
 from textual import events
 from textual.containers import VerticalScroll
 from textual.geometry import Size
 from textual.strip import Strip
 from textual.widget import Widget
 
+# Opening a conversation mounts the messages that fill this many screens from the bottom.
+SCREENS_MOUNTED = 2
+# Rendering ahead of the scroll, in idle time: at most this long at a stretch, so a frame
+# or a key never waits for it.
+PRERENDER_SLICE = 0.004
+
+
+@dataclass
+class Pending:
+    """Messages not mounted (now): how to make their widgets, and their height."""
+
+    make: Callable[[], list[Widget]]
+    estimate: Callable[[int], int]
+    """Rows at a content width: measured once shown, estimated before."""
+    prerender: Callable[[float], bool] | None = None
+    """Render ahead for at most some seconds; True once done."""
+
 
 class StandIn(Widget):
-    """Takes the place of messages far above the view: one widget of their total height."""
+    """Takes the place of a run of messages away from the view: one widget of their height."""
 
-    def __init__(self) -> None:
+    def __init__(self, pending: Sequence[Pending], width: int) -> None:
         super().__init__()
+        self.pending = list(pending)
         self.rows = 0
+        self.measure(width)
+
+    def measure(self, width: int) -> None:
+        self.rows = sum(item.estimate(width) for item in self.pending)
+        self.display = bool(self.pending)
+        self.refresh(layout=True)
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         return self.rows
@@ -24,14 +62,18 @@ class StandIn(Widget):
         return Strip.blank(self.size.width, self.rich_style)
 
 
+@runtime_checkable
+class Entry(Protocol):
+    """What the view asks of a message widget to take it off screen and bring it back."""
+
+    def clone(self) -> Widget:
+        """A new widget of the same content (and rendering), to mount in this one's place."""
+        ...
+
+
 class ConversationView(VerticalScroll):
     """Follows new content while at the bottom; scrolling up stops following, and returning
-    to the bottom resumes it (Textual's `anchor()` does not re-stick, #6677).
-
-    Every layout walks every widget on the screen, and a streaming reply lays the screen out
-    with each new line: `collapse_above` hides the messages more than a screen above the view
-    behind one `StandIn` of the same height, and they come back before they can be seen.
-    """
+    to the bottom resumes it (Textual's `anchor()` does not re-stick, #6677)."""
 
     can_focus = False
 
@@ -39,74 +81,169 @@ class ConversationView(VerticalScroll):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.following = True
         self._stick_pending = False
-        self._stand_in: StandIn | None = None
-        self._hidden: list[Widget] = []
+        self._revealing = False
         self._width = 0
 
     @property
-    def _attached_stand_in(self) -> StandIn | None:
-        """The stand-in, unless it went with the messages when a new or another conversation
-        replaced them."""
-        stand_in = self._stand_in
-        return stand_in if stand_in is not None and stand_in.parent is self else None
+    def stand_ins(self) -> list[StandIn]:
+        return [child for child in self.children if isinstance(child, StandIn)]
 
     @property
     def collapsed(self) -> int:
-        """How many messages are hidden behind the stand-in."""
-        return len(self._hidden) if self._attached_stand_in is not None else 0
+        """How many messages (or exchanges never shown) stand behind stand-ins."""
+        return sum(len(stand_in.pending) for stand_in in self.stand_ins)
+
+    def _content_width(self) -> int:
+        """The width of the view's content (less its scrollbar gutter)."""
+        return max(self.scrollable_content_region.width or self.app.size.width - 1, 1)
+
+    async def open(self, exchanges: Sequence[Pending]) -> None:
+        """Show `exchanges` from the bottom: those that fill SCREENS_MOUNTED screens are
+        mounted, the older ones stand behind one stand-in."""
+        await self.remove_children()
+        width = self._content_width()
+        room = max(self.size.height or self.app.size.height, 1) * SCREENS_MOUNTED
+        mounted: list[Widget] = []
+        count = 0
+        for exchange in reversed(exchanges):
+            if room <= 0:
+                break
+            room -= exchange.estimate(width)
+            mounted[:0] = exchange.make()
+            count += 1
+        older = exchanges[:len(exchanges) - count]
+        await self.mount_all([StandIn(older, width), *mounted])
+        if older:
+            self.call_after_refresh(self._prerender)
 
     async def collapse_above(self) -> None:
-        """Hide the messages that end more than a screen above the view."""
+        """Take the messages that end more than a screen above the view off the screen, into
+        the stand-in above them, at their measured height."""
         limit = self.scroll_y - self.size.height
-        candidates = [child for child in self.children
-                      if child is not self._stand_in and child.display]
-        hiding: list[Widget] = []
-        for child in candidates[:-1]:
-            if child.virtual_region.bottom > limit:
+        children = list(self.children)
+        shown = [child for child in children if not isinstance(child, StandIn)]
+        leaving: list[Widget] = []
+        for child in shown[:-1]:
+            if child.virtual_region.bottom > limit or not isinstance(child, Entry):
                 break
-            hiding.append(child)
-        if not hiding:
+            leaving.append(child)
+        if not leaving:
             return
-        stand_in = self._attached_stand_in
-        if stand_in is None:
-            stand_in = self._stand_in = StandIn()
-            self._hidden = []
-            await self.mount(stand_in, before=0)
+        width = self._content_width()
+        pending = [_measured(child, width) for child in leaving]
+        first = children.index(leaving[0])
+        previous = children[first - 1] if first else None
+        above = previous if isinstance(previous, StandIn) else None
+        if above is None:
+            above = StandIn([], width)
+            await self.mount(above, before=leaving[0])
         # Stream layout stacks messages with no gaps: their heights add up to the same end.
-        stand_in.rows += sum(child.outer_size.height for child in hiding)
-        stand_in.display = True
-        for child in hiding:
-            child.display = False
-        self._hidden.extend(hiding)
-        stand_in.refresh(layout=True)
-
-    def show_hidden(self) -> None:
-        """Show every hidden message again, where it was."""
-        stand_in = self._attached_stand_in
-        if stand_in is None or not self._hidden:
-            return
-        for child in self._hidden:
-            if child.parent is self:
-                child.display = True
-        self._hidden = []
-        stand_in.rows = 0
-        stand_in.display = False
+        above.pending.extend(pending)
+        above.measure(width)
+        await self.remove_children(leaving)
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
-        stand_in = self._attached_stand_in
-        if stand_in is not None and self._hidden and (
-                new_value < stand_in.rows + self.size.height):
-            self.show_hidden()  # within a screen of the hidden messages
+        if not self._revealing and any(self._near(stand_in, new_value)
+                                       for stand_in in self.stand_ins):
+            self.run_worker(self._reveal(), group="reveal", exclusive=True)
         super().watch_scroll_y(old_value, new_value)
         if new_value < old_value and new_value < self.max_scroll_y:
             self.following = False
         elif new_value >= self.max_scroll_y:
             self.following = True
 
+    def _near(self, stand_in: StandIn, scroll_y: float) -> bool:
+        """Whether the stand-in is within a screen of the view."""
+        top = stand_in.virtual_region.y
+        return (stand_in.display and top - self.size.height < scroll_y
+                < top + stand_in.rows + self.size.height)
+
+    async def _reveal(self) -> None:
+        """Mount what the stand-ins near the view stand for, a screen at a time, from the
+        side facing the view (or, for a jump into the middle of one, at the view)."""
+        self._revealing = True
+        try:
+            while near := [s for s in self.stand_ins if self._near(s, self.scroll_y)]:
+                await self._reveal_one(near[0])
+        finally:
+            self._revealing = False
+        self._prerender()
+
+    async def _reveal_one(self, stand_in: StandIn) -> None:
+        width = self._content_width()
+        top, height = stand_in.virtual_region.y, max(self.size.height, 1)
+        rows = [item.estimate(width) for item in stand_in.pending]
+        if self.scroll_y >= top + stand_in.rows:  # above the view: its last ones
+            start = len(rows)
+            while start and sum(rows[start:]) < height:
+                start -= 1
+            end = len(rows)
+        elif self.scroll_y + height <= top:  # below the view: its first ones
+            start, end = 0, 0
+            while end < len(rows) and sum(rows[:end]) < height:
+                end += 1
+        else:  # the view is in it: what is at the view
+            start, offset = 0, top
+            while start < len(rows) - 1 and offset + rows[start] <= self.scroll_y:
+                offset += rows[start]
+                start += 1
+            end = start
+            while end < len(rows) and sum(rows[start:end]) < 2 * height:
+                end += 1
+        batch = stand_in.pending[start:end]
+        widgets = [widget for item in batch for widget in item.make()]
+        for widget in widgets:
+            widget.display = False
+        estimated = sum(rows[start:end])
+        before, after = stand_in.pending[:start], stand_in.pending[end:]
+        if before and after:
+            # A jump into the middle: the messages before the view get a stand-in of their own.
+            await self.mount(StandIn(before, width), before=stand_in)
+            stand_in.pending = after
+            await self.mount_all(widgets, before=stand_in)
+            above = sum(rows[:start])
+        elif after:
+            stand_in.pending = after
+            await self.mount_all(widgets, before=stand_in)
+            above = 0
+        else:
+            stand_in.pending = before
+            await self.mount_all(widgets, after=stand_in)
+            above = sum(rows[:start])
+        actual = sum(_rows(widget, width) for widget in widgets)
+        for widget in widgets:
+            widget.display = True
+        stand_in.measure(width)
+        if self.scroll_y >= top + above + estimated:
+            # What the view shows is below the new messages: it moves by what they really
+            # take beyond their estimate, in the frame that lays them out.
+            self._scroll_by(actual - estimated)
+
+    def _scroll_by(self, rows: int) -> None:
+        if rows:
+            self.set_reactive(VerticalScroll.scroll_y, self.scroll_y + rows)
+            self.set_reactive(VerticalScroll.scroll_target_y, self.scroll_y)
+
+    def _prerender(self) -> None:
+        self.run_worker(self._render_ahead(), group="prerender", exclusive=True)
+
+    async def _render_ahead(self) -> None:
+        """Render the next messages to mount (those at the edges of the stand-ins next to
+        the mounted ones) in idle slices."""
+        for stand_in in self.stand_ins:
+            nearest = stand_in.pending[-SCREENS_MOUNTED * 2:][::-1] + stand_in.pending[:2]
+            for item in nearest:
+                if item.prerender is None:
+                    continue
+                while not item.prerender(PRERENDER_SLICE):
+                    await asyncio.sleep(0)
+                await asyncio.sleep(0)
+
     def on_resize(self, event: events.Resize) -> None:
         if event.size.width != self._width:
             self._width = event.size.width
-            self.show_hidden()  # at another width the hidden messages would have other heights
+            for stand_in in self.stand_ins:
+                stand_in.measure(self._content_width())
 
     def content_grew(self, lines: int = 0) -> None:
         """Call after adding to a message (`lines` taller, when known); keeps the newest line
@@ -128,3 +265,25 @@ class ConversationView(VerticalScroll):
         self._stick_pending = False
         if self.following:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
+
+
+def _measured(widget: Widget, width: int) -> Pending:
+    """A shown message taken off screen: made again from itself, at its measured height (at
+    another width an estimate, which showing it corrects)."""
+    assert isinstance(widget, Entry)
+    height = widget.outer_size.height
+    return Pending(lambda: [widget.clone()], lambda at: height)
+
+
+def _rows(widget: Widget, width: int) -> int:
+    """The rows a message takes at the view's content width (mounted, maybe not displayed)."""
+    gutter = widget.styles.gutter
+    inner = max(width - gutter.width, 1)
+    size = Size(inner, 0)
+    return widget.get_content_height(size, size, inner) + gutter.height
+
+
+def estimate_rows(text: str, width: int) -> int:
+    """About how many rows `text` takes wrapped at `width` (for a message not rendered yet)."""
+    width = max(width, 1)
+    return sum(max(1, -(-cell_len(line) // width)) for line in text.split("\n"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from rich.cells import cell_len
 from rich.segment import Segment
@@ -16,6 +17,9 @@ from textual.widgets import Static
 from termchat.tui.conversation import ConversationView
 from termchat.turn import Status
 from termchat.untrusted import Safe
+
+if TYPE_CHECKING:
+    from termchat.tui.blocks import BlockRenderer
 
 CURSOR = "▋"
 NO_TEXT = Safe("")
@@ -46,6 +50,10 @@ class UserMessage(Static):
 
     def __init__(self, prompt: Safe) -> None:
         super().__init__(Text(prompt), classes="user")
+        self._prompt = prompt
+
+    def clone(self) -> UserMessage:
+        return UserMessage(self._prompt)
 
 
 class ErrorLine(Static):
@@ -53,6 +61,10 @@ class ErrorLine(Static):
 
     def __init__(self, message: Safe) -> None:
         super().__init__(Text(f"✖ {message}"), classes="error")
+        self._message = message
+
+    def clone(self) -> ErrorLine:
+        return ErrorLine(self._message)
 
 
 class NoteLine(Static):
@@ -60,6 +72,10 @@ class NoteLine(Static):
 
     def __init__(self, message: Safe) -> None:
         super().__init__(Text(message), classes="note")
+        self._message = message
+
+    def clone(self) -> NoteLine:
+        return NoteLine(self._message)
 
 
 class AssistantMessage(Widget):
@@ -76,12 +92,14 @@ class AssistantMessage(Widget):
     """
 
     def __init__(self, text: Safe = NO_TEXT, *, streaming: bool = False,
-                 status: Status = Status.COMPLETE, cursor_blink: bool = True) -> None:
+                 status: Status = Status.COMPLETE, cursor_blink: bool = True,
+                 rendered: BlockRenderer | None = None) -> None:
+        """`rendered` is the reply's text already rendered ahead (see `Prerender`)."""
         super().__init__(classes="assistant")
         # Markdown parsing and rendering load on the first reply, not before the first frame.
         from termchat.tui.blocks import BlockRenderer
 
-        self._renderer = BlockRenderer(text)
+        self._renderer = rendered or BlockRenderer(text)
         self._reasoning: list[str] = []
         self._reasoning_lines: list[Strip] = []
         self._reasoning_changed = False
@@ -111,6 +129,14 @@ class AssistantMessage(Widget):
     @property
     def text(self) -> str:
         return self._renderer.text
+
+    def clone(self) -> AssistantMessage:
+        """The same finished reply, with its rendering: nothing is rendered again."""
+        again = AssistantMessage(Safe(self.text), status=self.status,
+                                 cursor_blink=self._cursor_blink, rendered=self._renderer)
+        again._reasoning = list(self._reasoning)
+        again._reasoning_changed = bool(self._reasoning)
+        return again
 
     def on_mount(self) -> None:
         self._renderer.console = self.app.console
