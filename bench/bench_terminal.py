@@ -77,7 +77,7 @@ class Sizes:
     slow_runs: int  # for the runs that take most of a minute each
 
 
-FULL = Sizes(reply=(46_000, 11_468), exchanges=(5, 60, 100), conversations=10_000, runs=3,
+FULL = Sizes(reply=(46_000, 11_468), exchanges=(5, 60, 100, 1000), conversations=10_000, runs=3,
              slow_runs=2)
 QUICK = Sizes(reply=(4_600, 1_147), exchanges=(5, 20), conversations=500, runs=1, slow_runs=1)
 

@@ -129,19 +129,24 @@ class ChatScreen(Screen[None]):
 
     def _pending(self, exchange: Exchange) -> Pending:
         """An exchange as the view mounts it when it comes near."""
-        prompt, text = safe(exchange.prompt), safe(exchange.reply.text)
+        prompt, text = exchange.prompt, exchange.reply.text
         status = exchange.reply.status
         ahead: Prerender | None = None
 
         def make() -> list[Widget]:
             rendered = ahead.renderer if ahead is not None and ahead.done else None
-            return [UserMessage(prompt), AssistantMessage(text, status=status,
-                                                          rendered=rendered)]
+            return [UserMessage(safe(prompt)),
+                    AssistantMessage(safe(text), status=status, rendered=rendered)]
+
+        estimates: dict[int, int] = {}
 
         def estimate(width: int) -> int:
-            # The messages' own padding taken off (an estimate: mounting measures it).
-            marked = 2 if status is not Status.COMPLETE else 0
-            return estimate_rows(prompt, width - 3) + estimate_rows(text, width - 5) + 2 + marked
+            if width not in estimates:
+                # The messages' own padding taken off (an estimate: mounting measures it).
+                marked = 2 if status is not Status.COMPLETE else 0
+                estimates[width] = (estimate_rows(prompt, width - 3)
+                                    + estimate_rows(text, width - 5) + 2 + marked)
+            return estimates[width]
 
         def prerender(seconds: float) -> bool:
             nonlocal ahead
@@ -149,7 +154,7 @@ class ChatScreen(Screen[None]):
             if not shown:
                 return True  # no width to render at yet: mounting renders it
             if ahead is None:
-                ahead = Prerender(text, self.app.console)
+                ahead = Prerender(safe(text), self.app.console)
             return ahead.step(shown.last().size.width, seconds)
 
         return Pending(make, estimate, prerender)
