@@ -168,8 +168,9 @@ async def test_ctrl_r_lists_chats_newest_first_with_a_preview(
         await send(pilot, "Best pizza?")
         await finish(pilot)
         screen = await open_history(pilot)
-        assert listed(pilot) == ["Best pizza?\ntest · 2 messages · " + _today(store, 2),
-                                 "Capital of France?\ntest · 2 messages · " + _today(store, 1)]
+        assert listed(pilot) == ["Best pizza?\n2 messages · " + _today(store, 2) + " · test",
+                                 "Capital of France?\n2 messages · " + _today(store, 1)
+                                 + " · test"]
         assert note(pilot) == "2 conversations"
         preview = str(screen.query_one("#history-preview-text").render())
         assert "Best pizza?" in preview and "Napoli." in preview
@@ -268,7 +269,7 @@ async def test_enter_opens_a_conversation_and_the_next_prompt_continues_it(
         assert len(store.list_conversations()) == 2
         # Continuing made it the most recent: first in the list.
         await open_history(pilot)
-        assert listed(pilot)[0].startswith("Capital of France?\ntest · 4 messages")
+        assert listed(pilot)[0].startswith("Capital of France?\n4 messages")
 
 
 async def test_a_conversation_whose_alias_is_gone_continues_with_its_last_model(

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from termchat import __version__
-from termchat.config import Config, ModelConfig, NotConfiguredError, load_config
+from termchat.config import Config, ModelConfig, NotConfiguredError, config_path, load_config
 from termchat.errors import EXIT_INTERRUPTED, TermchatError, UsageError
 from termchat.untrusted import safe_line
 
@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print finish reason, tokens and timings to stderr")
     parser.add_argument("--config", metavar="PATH", help="config file (default: "
                         "$XDG_CONFIG_HOME/termchat/config.toml, or $TERMCHAT_CONFIG)")
+    parser.add_argument("--demo", action="store_true",
+                        help="the chat TUI against the built-in local provider server (no key "
+                        "needed, nothing saved); the same opens when no model is configured")
     parser.add_argument("--version", action="version", version=f"termchat {__version__}")
     history = parser.add_argument_group("history")
     history.add_argument("--no-history", action="store_true", help="store nothing for this run")
@@ -106,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Options that only make sense for a reply, refused with --list, --show, --search, --export.
 _REPLY_OPTIONS = {
+    "demo": "--demo",
     "model": "-m/--model", "system": "-s/--system", "max_tokens": "--max-tokens",
     "temperature": "--temperature", "no_stream": "--no-stream", "json": "--json",
     "usage": "-u/--usage", "no_history": "--no-history", "continue_": "-c/--continue",
@@ -145,12 +149,22 @@ def _main(argv: list[str], *, exit_now: bool = False) -> int:
     conversation: Conversation | None = None
     if args.continue_ or args.cid is not None:
         store, conversation = _continued(config, args, history=history)
+    if args.demo and not interactive:
+        raise UsageError("--demo opens the chat TUI: run it on a terminal, without a prompt")
     if interactive:
         from termchat.tui.app import run_tui
 
+        if args.demo:
+            return _demo(config)
         if conversation is None:
+            try:
+                model = resolve(config, args)
+            except NotConfiguredError as exc:
+                # A first run on a terminal: the main job working, against the local server,
+                # with what to set one key away.
+                return _demo(config, first_run_help(exc))
             # The app opens the history itself, after its first frame.
-            return run_tui(config, resolve(config, args), history_enabled=history)
+            return run_tui(config, model, history_enabled=history)
         return run_tui(config, conversation.model, conversation=conversation, history=store)
     if conversation is None:
         from termchat.history import open_or_warn
@@ -170,6 +184,23 @@ def _main(argv: list[str], *, exit_now: bool = False) -> int:
     if exit_now:
         _exit_now(code)
     return code
+
+
+def _demo(config: Config, setup: str | None = None) -> int:
+    """The TUI against the built-in local provider server, on a free loopback port of this
+    process: labelled a demo, with no history and no file written."""
+    from termchat.devserver import ProviderServer, Script
+    from termchat.tui.app import run_tui
+
+    with ProviderServer(default=Script(delay=0.02, chunk_size=6)) as server:
+        model = ModelConfig(name="demo", provider="openai", model="demo", api_key="demo",
+                            base_url=server.openai_base_url, max_retries=0,
+                            source="the built-in demo")
+        return run_tui(config, model, history_enabled=False, demo=setup or demo_help())
+
+
+def demo_help() -> str:
+    return first_run_help(NotConfiguredError(config_path()))
 
 
 def _check(args: argparse.Namespace) -> str | None:
@@ -294,7 +325,9 @@ or name models, keys and defaults in a config file:
   {config_path}
   (every key is documented in config.example.toml)
 
-Try termchat right now with no key, against its built-in local provider server:
+Try termchat right now with no key: `{command} --demo` opens the chat against its built-in
+local provider server (as `{command}` does on a terminal until a model is configured), and
+for one-shot replies start that server and point termchat at it:
   {python} -m termchat.devserver &
   OPENAI_BASE_URL=http://127.0.0.1:8765/v1 OPENAI_API_KEY=local {command} "hello"
 """

@@ -89,9 +89,10 @@ def _list(store: HistoryStore, limit: int, out: IO[str], *, tty: bool) -> None:
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("ID", justify="right", no_wrap=True)
     table.add_column("Updated", no_wrap=True)
-    table.add_column("Model", no_wrap=True)
+    # A model's id can be a file path: it gives way before the title does.
+    table.add_column("Model", no_wrap=True, overflow="ellipsis", max_width=20)
     table.add_column("Msgs", justify="right", no_wrap=True)
-    table.add_column("Title")
+    table.add_column("Title", ratio=1, min_width=16, overflow="ellipsis", no_wrap=True)
     for c in conversations:
         # Text, not str: a title like "[bold]" must not be read as Rich markup.
         table.add_row(str(c.id), local_time(c.updated), Text(safe(c.model)),

@@ -41,7 +41,7 @@ class TermchatApp(App[int]):
     def __init__(self, config: Config, model: ModelConfig, *,
                  conversation: Conversation | None = None, history: HistoryStore | None = None,
                  open_history: bool = False, cursor_blink: bool = True,
-                 show_timings: bool = True) -> None:
+                 show_timings: bool = True, demo: str | None = None) -> None:
         """`history` is an open store; `open_history` opens the default one after the first
         frame instead, keeping SQLite off the path to it."""
         super().__init__()
@@ -55,7 +55,7 @@ class TermchatApp(App[int]):
         self._early_input: list[events.Key | events.Paste] | None = []
         self.chat = ChatScreen(conversation or Conversation(
             model, history=history.new_conversation() if history is not None else None),
-            config, cursor_blink=cursor_blink, show_timings=show_timings)
+            config, cursor_blink=cursor_blink, show_timings=show_timings, demo=demo)
         self.chat.history = history
 
     def on_mount(self) -> None:
@@ -132,9 +132,11 @@ class TermchatApp(App[int]):
 
 
 def run_tui(config: Config, model: ModelConfig, *, history: HistoryStore | None = None,
-            conversation: Conversation | None = None, history_enabled: bool = True) -> int:
-    """Run the app; with no store given, the default one opens after the first frame."""
+            conversation: Conversation | None = None, history_enabled: bool = True,
+            demo: str | None = None) -> int:
+    """Run the app; with no store given, the default one opens after the first frame. `demo`
+    (how to set up a real model) says the model is the built-in demo server."""
     app = TermchatApp(config, model, conversation=conversation, history=history,
-                      open_history=history is None and history_enabled)
+                      open_history=history is None and history_enabled, demo=demo)
     app.run()
     return app.return_code or 0

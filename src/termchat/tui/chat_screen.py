@@ -64,6 +64,7 @@ class ChatScreen(Screen[None]):
         Binding("ctrl+o", "copy_reply", "Copy reply"),
         Binding("ctrl+g", "copy_code", "Copy code"),
         Binding("ctrl+r", "history", "History"),
+        Binding("f1", "setup", "Set up a model"),
     ]
 
     @dataclass
@@ -71,10 +72,13 @@ class ChatScreen(Screen[None]):
         """The screen is up and its prompt has the focus."""
 
     def __init__(self, conversation: Conversation, config: Config, *,
-                 cursor_blink: bool = True, show_timings: bool = True) -> None:
+                 cursor_blink: bool = True, show_timings: bool = True,
+                 demo: str | None = None) -> None:
+        """`demo` is how to set up a real model, when the model is the built-in demo."""
         super().__init__()
         self.conversation = conversation
         self.config = config
+        self.demo = demo
         self.cursor_blink = cursor_blink
         self.show_timings = show_timings
         # The store, once the app has opened it; `history_ready` is set then (or when it is
@@ -121,6 +125,11 @@ class ChatScreen(Screen[None]):
         exchanges = self.conversation.exchanges
         self.last_reply = exchanges[-1].reply if exchanges else None
         await view.open([self._pending(exchange) for exchange in exchanges])
+        if self.demo is not None and not exchanges:
+            await view.mount(NoteLine(Safe(
+                "This is termchat's demo: replies come from its built-in local server, not a "
+                "model, and nothing is saved. Type anything and press Enter to see one "
+                "stream; press F1 for how to talk to a real model.")))
         view.following = True
         view.scroll_end(animate=False)
         self._update_status()
@@ -190,6 +199,8 @@ class ChatScreen(Screen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel_reply":
             return self.streaming
+        if action == "setup":
+            return self.demo is not None
         return True
 
     def on_prompt_input_submitted(self, message: PromptInput.Submitted) -> None:
@@ -314,9 +325,17 @@ class ChatScreen(Screen[None]):
             # Cancel exactly once: a second cancel can leak a pooled connection in httpx.
             self._worker.cancel()
 
+    def action_setup(self) -> None:
+        from termchat.tui.setup_screen import SetupScreen
+
+        if self.demo is not None:
+            self.app.push_screen(SetupScreen(self.demo))
+
     def _update_status(self) -> None:
         status = self.query_one(StatusBar)
-        status.show(self.conversation.model.label, self.last_reply,
+        label = "demo · built-in local server · F1 set up" if self.demo is not None \
+            else self.conversation.model.label
+        status.show(label, self.last_reply,
                     timings=self.show_timings, connecting=self._connecting)
 
     def action_new_conversation(self) -> None:

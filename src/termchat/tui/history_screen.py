@@ -431,8 +431,9 @@ class ConfirmScreen(ModalScreen[bool]):
 # -- rendering ------------------------------------------------------------------------------
 
 def _summary_entry(summary: ConversationSummary) -> _Entry:
-    detail = (f"{safe_line(summary.model)} · {plural(summary.message_count, 'message')} · "
-              f"{local_time(summary.updated)}")
+    # The model last: an id can be a long path, and the line is cut at the list's edge.
+    detail = (f"{plural(summary.message_count, 'message')} · {local_time(summary.updated)} · "
+              f"{safe_line(summary.model)}")
     return _Entry(summary.id, safe_line(summary.title), Content.styled(detail, "dim"))
 
 
