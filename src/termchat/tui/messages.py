@@ -163,8 +163,9 @@ class AssistantMessage(Widget):
         self.status = status
         if self._cursor_blink and hasattr(self, "_blink"):
             self._blink.stop()
-        self._flooded = False  # the last frame goes out at once
-        self._changed()
+        # The last frame goes out at once, with the status bar that says the reply is done.
+        self._stale = True
+        self._flush()
 
     def _changed(self) -> None:
         self._stale = True

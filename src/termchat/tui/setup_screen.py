@@ -18,13 +18,16 @@ class SetupScreen(ModalScreen[None]):
         align: center middle;
     }
     #setup {
-        width: auto;
-        max-width: 96;
-        height: auto;
-        max-height: 90%;
+        width: 96;
+        max-width: 100%;
+        height: 90%;
         padding: 1 2;
         border: round $primary;
         background: $surface;
+    }
+    #setup Static {
+        width: 100%;
+        height: auto;
     }
     """
 
