@@ -206,7 +206,7 @@ async def test_a_loaded_conversation_continues_with_its_earlier_turns(
                          key_env=keys)
     await again.send("And its population?")
 
-    assert [m.content for m in provider.requests[-1].messages] == [
+    assert [m.text for m in provider.requests[-1].messages] == [
         "Capital of France?", "Paris.", "And its population?"]
     assert [(m.seq, m.role, m.text) for m in store.get(cid).messages] == [
         (0, "user", "Capital of France?"), (1, "assistant", "Paris."),

@@ -117,7 +117,7 @@ def test_any_stream_gives_its_text_or_a_typed_error(server: ProviderServer,
 def _ask():
     from termchat.providers import ChatRequest, Message
 
-    return ChatRequest(messages=(Message("user", "hi"),))
+    return ChatRequest(messages=(Message.of("user", "hi"),))
 
 
 # Sequences termchat's own terminal output may hold: styles (SGR), the live region's cursor

@@ -46,7 +46,7 @@ both = pytest.mark.parametrize("provider", PROVIDERS)
 
 
 def ask(prompt: str = "hi", **kwargs: Any) -> ChatRequest:
-    return ChatRequest(messages=(Message("user", prompt),), **kwargs)
+    return ChatRequest(messages=(Message.of("user", prompt),), **kwargs)
 
 
 async def collect(model: ModelConfig, request: ChatRequest | None = None,

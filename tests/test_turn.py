@@ -22,7 +22,7 @@ from tests.support.models import KEY, model_for, opened
 both = pytest.mark.parametrize("provider", ["openai", "anthropic"])
 
 
-REQUEST = ChatRequest(messages=(Message("user", "hi"),))
+REQUEST = ChatRequest(messages=(Message.of("user", "hi"),))
 
 
 @dataclass
@@ -232,11 +232,11 @@ def test_requests_carry_context_exchanges_then_the_prompt() -> None:
     ]
     conversation = Conversation(model, system="sys", exchanges=exchanges)
     request = conversation.request("q4")
-    assert request.messages == (Message("user", "q1"), Message("assistant", "a1"),
-                                Message("user", "q3"), Message("assistant", "a3"),
-                                Message("user", "q4"))
+    assert request.messages == (Message.of("user", "q1"), Message.of("assistant", "a1"),
+                                Message.of("user", "q3"), Message.of("assistant", "a3"),
+                                Message.of("user", "q4"))
     assert (request.system, request.temperature, request.max_tokens) == ("sys", 0.2, 99)
-    assert conversation.request("q3", upto=2).messages[-1] == Message("user", "q3")
+    assert conversation.request("q3", upto=2).messages[-1] == Message.of("user", "q3")
     assert len(conversation.request("q3", upto=2).messages) == 3
 
 

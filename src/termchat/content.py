@@ -90,6 +90,15 @@ class Attachment:
     data: bytes = field(repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class ToolDefinition:
+    """A tool the model may call: its name, what it does, and its arguments' JSON schema."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
 Part = Text | Reasoning | ToolCall | ToolResult | Attachment
 Role = Literal["user", "assistant", "tool"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from termchat.content import ToolCall
+from termchat.content import ToolCall, ToolResult
 
 
 class FinishKind(StrEnum):
@@ -73,6 +73,13 @@ class Usage:
             cached_tokens=_pick(other.cached_tokens, self.cached_tokens),
             reasoning_tokens=_pick(other.reasoning_tokens, self.reasoning_tokens),
         )
+
+    def __add__(self, other: Usage) -> Usage:
+        """Two requests' counts together (a turn's tool rounds): unknown if either is."""
+        return Usage(*(None if a is None or b is None else a + b for a, b in (
+            (self.input_tokens, other.input_tokens), (self.output_tokens, other.output_tokens),
+            (self.cached_tokens, other.cached_tokens),
+            (self.reasoning_tokens, other.reasoning_tokens))))
 
     @property
     def known(self) -> bool:
@@ -149,6 +156,21 @@ class ToolCallReady:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolRunning:
+    """The turn runs call `call_id` now (approved, by the user or the config)."""
+
+    call_id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolFinished:
+    """A call's result, as it goes back to the model."""
+
+    result: ToolResult
+
+
+@dataclass(frozen=True, slots=True)
 class Retrying:
     """The request failed before its reply started and is sent again in `delay` seconds:
     attempt `attempt` of `attempts`, because of `reason` (the error's one sentence)."""
@@ -160,4 +182,4 @@ class Retrying:
 
 
 Event = (TextDelta | ReasoningDelta | ReasoningSigned | ToolCallStarted | ToolCallArguments
-         | ToolCallReady | Usage | Finish | Retrying)
+         | ToolCallReady | ToolRunning | ToolFinished | Usage | Finish | Retrying)

@@ -12,14 +12,36 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import aclosing
-from dataclasses import InitVar, dataclass, field
+from dataclasses import InitVar, dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol
 
 from termchat.config import ModelConfig
+from termchat.content import (
+    Message,
+    Part,
+    Reasoning,
+    Text,
+    ToolCall,
+    ToolDefinition,
+    ToolOutcome,
+    ToolResult,
+    rounds,
+    text_of,
+)
 from termchat.errors import ProviderError, StreamInterruptedError, TermchatError
-from termchat.events import Event, Finish, ReasoningDelta, Retrying, TextDelta, Usage
-from termchat.providers import ChatRequest, Message, Provider, open_provider
+from termchat.events import (
+    Event,
+    Finish,
+    ReasoningDelta,
+    ReasoningSigned,
+    Retrying,
+    TextDelta,
+    ToolCallReady,
+    ToolFinished,
+    Usage,
+)
+from termchat.providers import ChatRequest, Provider, open_provider
 
 
 class Status(StrEnum):
@@ -37,12 +59,18 @@ class Status(StrEnum):
 
 @dataclass
 class Reply:
-    """An assistant reply as it accumulates: text, usage, finish, status and timings."""
+    """An assistant reply as it accumulates: its parts (text, reasoning, tool calls and their
+    results, over as many tool rounds as it takes), usage, finish, status and timings.
+
+    `text` is all its text and `reasoning` all its reasoning, joined; `parts` has them in
+    order with the calls between them, as the next request carries them.
+    """
 
     model: str = ""
     provider: str = ""
     initial_text: InitVar[str] = ""
     reasoning: str = ""
+    initial_parts: InitVar[list[Part] | None] = None
     usage: Usage = field(default_factory=Usage)
     finish: Finish | None = None
     status: Status = Status.WAITING
@@ -53,21 +81,86 @@ class Reply:
     retry: Retrying | None = None
     """While waiting to send the request again: why, and `retry_at` says until when."""
     retry_at: float = 0.0
-    _parts: list[str] = field(default_factory=list, repr=False)
+    rounds: int = 0
+    """Requests this reply took (one, plus one per tool round)."""
+    round_usage: Usage = field(default_factory=Usage)
+    """The last round's usage (`usage` is the sum over rounds)."""
+    round_limit: bool = False
+    """The model still asked for tools when the round limit ended the turn."""
+    _text: list[str] = field(default_factory=list, repr=False)
+    _done: list[Part] = field(default_factory=list, repr=False)
+    # The text or reasoning part still streaming: its kind and pieces (joined when it ends).
+    _open: tuple[type[Text] | type[Reasoning], list[str]] | None = field(default=None,
+                                                                       repr=False)
 
-    def __post_init__(self, initial_text: str) -> None:
-        if initial_text:
-            self._parts.append(initial_text)
+    def __post_init__(self, initial_text: str, initial_parts: list[Part] | None) -> None:
+        if initial_parts:
+            self._done = list(initial_parts)
+            self._text = [text_of(initial_parts)]
+        elif initial_text:
+            self._done = [Text(initial_text)]
+            self._text = [initial_text]
 
     def add_text(self, text: str) -> None:
-        self._parts.append(text)
+        self._text.append(text)
+        self._piece(Text, text)
+
+    def add_reasoning(self, text: str) -> None:
+        self.reasoning += text
+        self._piece(Reasoning, text)
+
+    def _piece(self, kind: type[Text] | type[Reasoning], text: str) -> None:
+        if self._open is None or self._open[0] is not kind:
+            self._close()
+            self._open = (kind, [])
+        self._open[1].append(text)
+
+    def _close(self, signature: str | None = None, redacted: str | None = None) -> None:
+        if self._open is not None:
+            kind, pieces = self._open
+            self._open = None
+            joined = "".join(pieces)
+            self._done.append(Text(joined) if kind is Text else
+                              Reasoning(joined, signature, redacted, self.provider))
+        elif redacted is not None:
+            self._done.append(Reasoning("", None, redacted, self.provider))
+
+    def sign_reasoning(self, signature: str | None, redacted: str | None) -> None:
+        """The reasoning part streaming now ended, with what its provider needs back."""
+        if (self._open is not None and self._open[0] is Reasoning) or redacted is not None:
+            self._close(signature, redacted)
+
+    def add(self, part: ToolCall | ToolResult) -> None:
+        self._close()
+        self._done.append(part)
+
+    @property
+    def parts(self) -> list[Part]:
+        """Every part so far, in order (a part still streaming included, as it stands)."""
+        if self._open is None:
+            return list(self._done)
+        kind, pieces = self._open
+        joined = "".join(pieces)
+        last = Text(joined) if kind is Text else Reasoning(joined, provider=self.provider)
+        return [*self._done, last]
+
+    def pending_calls(self) -> list[ToolCall]:
+        """The tool calls of the last round that have no result yet, in order."""
+        answered = {p.call_id for p in self._done if isinstance(p, ToolResult)}
+        calls: list[ToolCall] = []
+        for part in reversed(self._done):
+            if isinstance(part, ToolResult):
+                break
+            if isinstance(part, ToolCall) and part.id not in answered:
+                calls.insert(0, part)
+        return calls
 
     @property
     def text(self) -> str:
-        # Parts are joined on read, so appending stays O(1) however long the reply grows.
-        if len(self._parts) > 1:
-            self._parts[:] = ["".join(self._parts)]
-        return self._parts[0] if self._parts else ""
+        # Pieces are joined on read, so appending stays O(1) however long the reply grows.
+        if len(self._text) > 1:
+            self._text[:] = ["".join(self._text)]
+        return self._text[0] if self._text else ""
 
     @property
     def ttft(self) -> float | None:
@@ -108,36 +201,55 @@ MIN_RATE_SECONDS = 0.5
 EventSink = Callable[[Event], Awaitable[None] | None]
 
 
+class ToolRunner(Protocol):
+    """Runs the tool calls of a reply (asking the user where it must): the tools layer's
+    face to the turn."""
+
+    max_rounds: int
+    definitions: tuple[ToolDefinition, ...]
+
+    async def run(self, call: ToolCall, on_event: EventSink | None) -> ToolResult:
+        """Run `call` (approved, denied, failed: always a result); cancelling the task
+        cancels the call."""
+        ...
+
+
 async def run_turn(provider: Provider, request: ChatRequest, reply: Reply,
-                   on_event: EventSink | None = None, recorder: Recorder | None = None) -> Reply:
+                   on_event: EventSink | None = None, recorder: Recorder | None = None,
+                   tools: ToolRunner | None = None) -> Reply:
     """Stream one reply into `reply`, calling `on_event` for every event.
 
-    A failure before the reply starts is retried up to the model's `max_retries` times when
-    the error says it may pass (`Retrying` events say when and why). Cancelling the task
-    running this closes the HTTP stream at once and leaves `reply` `cancelled` with its
-    partial text; provider errors leave it `error` / `interrupted` and are re-raised. The
-    recorder sees checkpoints while it streams and the final state once.
+    When the model asks for tools and `tools` is given, each call is run and the model is
+    asked again with the results, round after round, until it answers without asking or the
+    round limit ends the turn (`reply.round_limit`). A failure before a round's reply starts
+    is retried up to the model's `max_retries` times when the error says it may pass
+    (`Retrying` events say when and why). Cancelling the task running this closes the HTTP
+    stream (or cancels the tool call) at once and leaves `reply` `cancelled` with what it
+    had; provider errors leave it `error` / `interrupted` and are re-raised. The recorder
+    sees checkpoints while it streams and the final state once.
     """
     try:
-        attempt = 1
         while True:
-            try:
-                await _stream(provider, request, reply, on_event, recorder)
+            await _round(provider, request, reply, on_event, recorder)
+            calls = reply.pending_calls()
+            if not calls or tools is None:
                 break
-            except ProviderError as exc:
-                delay = _retry_delay(exc, attempt, provider.model.max_retries, reply)
-                if delay is None:
-                    if attempt > 1:
-                        exc.message = f"{exc.message.rstrip('.')} (tried {_times(attempt)} " \
-                                      f"in {time.monotonic() - reply.started_at:.0f} s)."
-                        exc.args = (exc.message,)
+            if reply.rounds >= tools.max_rounds:
+                reply.round_limit = True
+                break
+            for index, call in enumerate(calls):
+                try:
+                    result = await tools.run(call, on_event)
+                except asyncio.CancelledError:
+                    for unrun in calls[index:]:
+                        reply.add(ToolResult(unrun.id, "The user cancelled this call.", True,
+                                             ToolOutcome.CANCELLED))
                     raise
-                attempt += 1
-                event = Retrying(delay, attempt, provider.model.max_retries + 1, exc.message)
-                reply.retry, reply.retry_at = event, time.monotonic() + delay
-                await _deliver(on_event, event)
-                await asyncio.sleep(delay)
-                reply.retry = None
+                reply.add(result)
+                await deliver(on_event, ToolFinished(result))
+                if recorder is not None:
+                    recorder.checkpoint(reply)
+            request = replace(request, messages=(*request.messages, *rounds(reply.parts)))
         reply.status = Status.COMPLETE
     except asyncio.CancelledError:
         reply.status = Status.CANCELLED
@@ -160,7 +272,35 @@ async def run_turn(provider: Provider, request: ChatRequest, reply: Reply,
     return reply
 
 
-async def _stream(provider: Provider, request: ChatRequest, reply: Reply,
+async def _round(provider: Provider, request: ChatRequest, reply: Reply,
+                 on_event: EventSink | None, recorder: Recorder | None) -> None:
+    """One request and its streamed answer, retried while nothing of it has arrived."""
+    reply.rounds += 1
+    earlier, reply.round_usage = reply.usage, Usage()
+    attempt = 1
+    while True:
+        heard = len(reply.parts), len(reply.text)
+        try:
+            await _stream(provider, request, reply, earlier, on_event, recorder)
+            return
+        except ProviderError as exc:
+            fresh = (len(reply.parts), len(reply.text)) == heard
+            delay = _retry_delay(exc, attempt, provider.model.max_retries) if fresh else None
+            if delay is None:
+                if attempt > 1:
+                    exc.message = f"{exc.message.rstrip('.')} (tried {_times(attempt)} " \
+                                  f"in {time.monotonic() - reply.started_at:.0f} s)."
+                    exc.args = (exc.message,)
+                raise
+            attempt += 1
+            event = Retrying(delay, attempt, provider.model.max_retries + 1, exc.message)
+            reply.retry, reply.retry_at = event, time.monotonic() + delay
+            await deliver(on_event, event)
+            await asyncio.sleep(delay)
+            reply.retry = None
+
+
+async def _stream(provider: Provider, request: ChatRequest, reply: Reply, earlier: Usage,
                   on_event: EventSink | None, recorder: Recorder | None) -> None:
     next_checkpoint = time.monotonic() + CHECKPOINT_SECONDS
     async with aclosing(provider.stream(request)) as events:
@@ -169,24 +309,31 @@ async def _stream(provider: Provider, request: ChatRequest, reply: Reply,
                 case TextDelta(text):
                     if reply.first_token_at is None:
                         reply.first_token_at = time.monotonic()
-                        reply.status = Status.STREAMING
+                    reply.status = Status.STREAMING
                     reply.add_text(text)
                 case ReasoningDelta(text):
                     if reply.first_token_at is None:
                         reply.first_token_at = time.monotonic()
-                        reply.status = Status.STREAMING
-                    reply.reasoning += text
+                    reply.status = Status.STREAMING
+                    reply.add_reasoning(text)
+                case ReasoningSigned(signature, redacted):
+                    reply.sign_reasoning(signature, redacted)
+                case ToolCallReady(_, call):
+                    reply.status = Status.STREAMING
+                    reply.add(call)
                 case Usage():
-                    reply.usage = reply.usage.merge(event)
+                    reply.round_usage = reply.round_usage.merge(event)
+                    reply.usage = earlier + reply.round_usage if reply.rounds > 1 \
+                        else reply.round_usage
                 case Finish():
                     reply.finish = event
-            await _deliver(on_event, event)
+            await deliver(on_event, event)
             if recorder is not None and time.monotonic() >= next_checkpoint:
                 next_checkpoint = time.monotonic() + CHECKPOINT_SECONDS
                 recorder.checkpoint(reply)
 
 
-async def _deliver(on_event: EventSink | None, event: Event) -> None:
+async def deliver(on_event: EventSink | None, event: Event) -> None:
     if on_event is not None:
         result = on_event(event)
         if result is not None:
@@ -197,9 +344,9 @@ async def _deliver(on_event: EventSink | None, event: Event) -> None:
 MAX_RETRY_WAIT = 60.0
 
 
-def _retry_delay(error: ProviderError, attempt: int, retries: int, reply: Reply) -> float | None:
+def _retry_delay(error: ProviderError, attempt: int, retries: int) -> float | None:
     """Seconds to wait before sending again, or None when the error is final."""
-    if not error.retryable or attempt > retries or reply.first_token_at is not None:
+    if not error.retryable or attempt > retries:
         return None
     wait: float | None = error.retry_after
     if wait is not None:
@@ -233,6 +380,14 @@ class Exchange:
         return self.reply.status is Status.COMPLETE or bool(self.reply.text)
 
 
+def _answered(parts: list[Part]) -> list[Part]:
+    """A stored reply's parts as a request can carry them: a tool call that never got its
+    result (the turn was cancelled or cut first) goes without it, as the APIs want every
+    call answered."""
+    answered = {part.call_id for part in parts if isinstance(part, ToolResult)}
+    return [part for part in parts if not isinstance(part, ToolCall) or part.id in answered]
+
+
 class History(Protocol):
     """The conversation-level side of storage."""
 
@@ -258,6 +413,8 @@ class Conversation:
         self._provider = provider
         self._retired: list[Provider] = []
         self._preparing = asyncio.Lock()
+        # The tools the model is offered (and how calls are run), when a front end has any.
+        self.tools: ToolRunner | None = None
 
     @property
     def system(self) -> str | None:
@@ -265,18 +422,21 @@ class Conversation:
         return self._system if self._system is not None else self.model.system
 
     def messages(self, prompt: str, upto: int | None = None) -> tuple[Message, ...]:
-        """The earlier exchanges that are context, then `prompt`."""
+        """The earlier exchanges that are context (each reply's tool rounds as they went),
+        then `prompt`."""
         messages: list[Message] = []
         for exchange in self.exchanges[:upto]:
             if exchange.in_context:
-                messages.append(Message("user", exchange.prompt))
-                messages.append(Message("assistant", exchange.reply.text))
-        messages.append(Message("user", prompt))
+                messages.append(Message.of("user", exchange.prompt))
+                messages.extend(rounds(_answered(exchange.reply.parts)))
+        messages.append(Message.of("user", prompt))
         return tuple(messages)
 
-    def request(self, prompt: str, upto: int | None = None) -> ChatRequest:
+    def request(self, prompt: str, upto: int | None = None,
+                tools: ToolRunner | None = None) -> ChatRequest:
         return ChatRequest(messages=self.messages(prompt, upto), system=self.system,
-                           temperature=self.model.temperature, max_tokens=self.model.max_tokens)
+                           temperature=self.model.temperature, max_tokens=self.model.max_tokens,
+                           tools=tools.definitions if tools is not None else ())
 
     def provider(self) -> Provider:
         """The provider for the current model, created (and its SDK imported) on first use."""
@@ -333,8 +493,9 @@ class Conversation:
     async def stream(self, exchange: Exchange, on_event: EventSink | None = None) -> Exchange:
         """Stream the reply to `exchange` (which must be the last one started)."""
         await self._close_retired()
-        request = self.request(exchange.prompt, upto=len(self.exchanges) - 1)
-        await run_turn(self.provider(), request, exchange.reply, on_event, exchange.recorder)
+        request = self.request(exchange.prompt, upto=len(self.exchanges) - 1, tools=self.tools)
+        await run_turn(self.provider(), request, exchange.reply, on_event, exchange.recorder,
+                       tools=self.tools)
         return exchange
 
     async def send(self, prompt: str, on_event: EventSink | None = None) -> Exchange:

@@ -9,29 +9,28 @@ from __future__ import annotations
 import importlib
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
 from termchat.config import ModelConfig
+from termchat.content import Message, ToolDefinition
 from termchat.events import Event
+
+__all__ = ["ChatRequest", "Message", "Provider", "open_provider"]
 
 _MODULES = {"openai": "termchat.providers.openai_chat",
             "anthropic": "termchat.providers.anthropic_messages"}
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    role: Literal["user", "assistant"]
-    content: str
-
-
 @dataclass(frozen=True)
 class ChatRequest:
-    """One request: the conversation so far and the parameters for this reply."""
+    """One request: the conversation so far, the tools on offer, and the parameters for this
+    reply."""
 
     messages: tuple[Message, ...]
     system: str | None = None
     temperature: float | None = None
     max_tokens: int | None = None
+    tools: tuple[ToolDefinition, ...] = ()
     extra: dict[str, object] = field(default_factory=dict)
 
 

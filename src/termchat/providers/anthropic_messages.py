@@ -4,13 +4,26 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any
 
 import anthropic
 
 from termchat.config import ModelConfig
-from termchat.events import Event, Finish, ReasoningDelta, TextDelta, Usage
-from termchat.providers import ChatRequest
+from termchat.content import ToolCall
+from termchat.events import (
+    Event,
+    Finish,
+    ReasoningDelta,
+    ReasoningSigned,
+    TextDelta,
+    ToolCallArguments,
+    ToolCallReady,
+    ToolCallStarted,
+    Usage,
+)
+from termchat.providers import ChatRequest, anthropic_parts
 from termchat.providers._base import SDKProvider, content_type, count_field, field, text_field
 from termchat.providers._errors import ended_early
 from termchat.untrusted import SurrogateJoiner, repair
@@ -36,13 +49,13 @@ class AnthropicMessages(SDKProvider):
         params: dict[str, Any] = {
             "model": self.model.model,
             "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
-            # The API rejects empty turns; a cancelled reply that never got text has none.
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages
-                         if m.content],
+            "messages": anthropic_parts.messages(request.messages),
             "stream": True,
         }
         if request.system:
             params["system"] = request.system
+        if request.tools:
+            params["tools"] = anthropic_parts.tools(request.tools)
         # No temperature: the SDK (2.x) removed the parameter, and the API version it sends
         # (2026-10-21) answers 400 to temperature/top_p/top_k even at their defaults.
         params.update(request.extra)
@@ -52,14 +65,49 @@ class AnthropicMessages(SDKProvider):
         stop_reason: str | None = None
         received = False
         text, thinking = SurrogateJoiner(), SurrogateJoiner()
+        # Content blocks by index: a tool_use's id, name and argument pieces, or a thinking
+        # block's signature.
+        blocks: dict[int, _Block] = {}
         stream = await self._open(self._client.messages.create(**self._params(request)))
         async with aclosing(self._items(stream, lambda: received)) as events:
             async for event in events:
                 kind = field(event, "type")
-                if kind == "content_block_delta":
+                index = field(event, "index")
+                if not isinstance(index, int) or isinstance(index, bool):
+                    index = -1
+                if kind == "content_block_start":
+                    block = field(event, "content_block")
+                    block_type = field(block, "type")
+                    if block_type == "tool_use":
+                        call = _Block(repair(text_field(block, "id") or f"toolu_{index}"),
+                                      repair(text_field(block, "name") or ""))
+                        blocks[index] = call
+                        received = True
+                        yield ToolCallStarted(index, call.id, call.name)
+                    elif block_type == "thinking":
+                        blocks[index] = _Block("", "", thinking=True)
+                    elif block_type == "redacted_thinking" and (
+                            data := text_field(block, "data")):
+                        yield ReasoningSigned(redacted=data)
+                elif kind == "content_block_stop":
+                    done = blocks.pop(index, None)
+                    if done is not None and done.thinking:
+                        if tail := thinking.flush():
+                            yield ReasoningDelta(tail)
+                        yield ReasoningSigned(signature=done.signature)
+                    elif done is not None:
+                        yield ToolCallReady(index, ToolCall(done.id, done.name,
+                                                            "".join(done.pieces) or "{}"))
+                elif kind == "content_block_delta":
                     delta = field(event, "delta")
                     delta_type = field(delta, "type")
-                    if delta_type == "text_delta":
+                    if delta_type == "input_json_delta" and index in blocks:
+                        if piece := text_field(delta, "partial_json"):
+                            blocks[index].pieces.append(repair(piece))
+                            yield ToolCallArguments(index, blocks[index].pieces[-1])
+                    elif delta_type == "signature_delta" and index in blocks:
+                        blocks[index].signature = text_field(delta, "signature")
+                    elif delta_type == "text_delta":
                         value = text_field(delta, "text")
                         if value and (piece := text.feed(value)):
                             received = True
@@ -82,6 +130,17 @@ class AnthropicMessages(SDKProvider):
         if stop_reason is None:
             raise ended_early(self.model, received=received, content_type=content_type(stream))
         yield Finish.from_raw(repair(stop_reason))
+
+
+@dataclass
+class _Block:
+    """A content block still streaming: a tool_use's call, or a thinking block."""
+
+    id: str
+    name: str
+    thinking: bool = False
+    signature: str | None = None
+    pieces: list[str] = dc_field(default_factory=list)
 
 
 def _start_usage(usage: Any) -> Usage:

@@ -9,8 +9,19 @@ from typing import Any
 import openai
 
 from termchat.config import ModelConfig
-from termchat.events import Event, Finish, FinishKind, ReasoningDelta, TextDelta, Usage
-from termchat.providers import ChatRequest
+from termchat.content import ToolCall
+from termchat.events import (
+    Event,
+    Finish,
+    FinishKind,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallArguments,
+    ToolCallReady,
+    ToolCallStarted,
+    Usage,
+)
+from termchat.providers import ChatRequest, openai_parts
 from termchat.providers._base import SDKProvider, content_type, count_field, field, text_field
 from termchat.providers._errors import ended_early
 from termchat.untrusted import SurrogateJoiner, repair
@@ -29,16 +40,14 @@ class OpenAIChat(SDKProvider):
         super().__init__(model, api_key, openai.AsyncOpenAI)
 
     def _params(self, request: ChatRequest) -> dict[str, Any]:
-        messages: list[dict[str, str]] = []
-        if request.system:
-            messages.append({"role": "system", "content": request.system})
-        messages.extend({"role": m.role, "content": m.content} for m in request.messages)
         params: dict[str, Any] = {
             "model": self.model.model,
-            "messages": messages,
+            "messages": openai_parts.messages(request.system, request.messages),
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if request.tools:
+            params["tools"] = openai_parts.tools(request.tools)
         if request.temperature is not None:
             params["temperature"] = request.temperature
         if request.max_tokens is not None:
@@ -54,6 +63,7 @@ class OpenAIChat(SDKProvider):
         refused = received = False
         # A server that cuts strings by UTF-16 index sends an emoji's halves in two chunks.
         text, reasoning = SurrogateJoiner(), SurrogateJoiner()
+        calls = _Calls()
         stream = await self._open(self._client.chat.completions.create(**self._params(request)))
         async with aclosing(self._items(stream, lambda: received)) as chunks:
             async for chunk in chunks:
@@ -75,6 +85,11 @@ class OpenAIChat(SDKProvider):
                         received = True
                         refused = refused or name == "refusal"
                         yield TextDelta(piece)
+                fragments = field(delta, "tool_calls")
+                if isinstance(fragments, list):
+                    for event in calls.feed(fragments):
+                        received = True
+                        yield event
                 reason = text_field(choice, "finish_reason")
                 if reason:
                     finish = reason
@@ -83,12 +98,52 @@ class OpenAIChat(SDKProvider):
         if tail := text.flush():
             received = True
             yield TextDelta(tail)
+        for event in calls.ready():
+            yield event
         if finish is None:
             raise ended_early(self.model, received=received, content_type=content_type(stream))
         result = Finish.from_raw(repair(finish))
         if refused and result.kind is FinishKind.COMPLETE:
             result = Finish(finish, FinishKind.REFUSAL)
         yield result
+
+
+class _Calls:
+    """Tool calls as OpenAI streams them: fragments keyed by index, the id and name in the
+    first, the arguments' JSON text in pieces after; complete only when the stream is."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, tuple[str, str, list[str]]] = {}
+        self._started: set[int] = set()
+
+    def feed(self, fragments: list[Any]) -> list[Event]:
+        events: list[Event] = []
+        for fragment in fragments:
+            index = field(fragment, "index")
+            if not isinstance(index, int) or isinstance(index, bool):
+                continue
+            function = field(fragment, "function")
+            call_id, name, pieces = self._calls.get(index, ("", "", []))
+            call_id = call_id or repair(text_field(fragment, "id") or "")
+            name = name or repair(text_field(function, "name") or "")
+            self._calls[index] = (call_id, name, pieces)
+            if index not in self._started and name:
+                self._started.add(index)
+                events.append(ToolCallStarted(index, call_id, name))
+            if piece := text_field(function, "arguments"):
+                pieces.append(repair(piece))
+                events.append(ToolCallArguments(index, pieces[-1]))
+        return events
+
+    def ready(self) -> list[Event]:
+        events: list[Event] = []
+        for index in sorted(self._calls):
+            call_id, name, pieces = self._calls[index]
+            if index not in self._started:
+                events.append(ToolCallStarted(index, call_id, name))
+            events.append(ToolCallReady(index, ToolCall(call_id or f"call_{index}", name,
+                                                         "".join(pieces))))
+        return events
 
 
 def _usage(usage: Any) -> Usage:
