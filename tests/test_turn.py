@@ -248,7 +248,8 @@ class FakeHistory:
     prompts: list[str] = field(default_factory=list)
     recorders: list[FakeRecorder] = field(default_factory=list)
 
-    def user_prompt(self, prompt: str, model: ModelConfig) -> FakeRecorder:
+    def user_prompt(self, prompt: str, model: ModelConfig,
+                    attachments: tuple[object, ...] = ()) -> FakeRecorder:
         self.prompts.append(prompt)
         self.recorders.append(FakeRecorder())
         return self.recorders[-1]

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from termchat.config import ModelConfig
 from termchat.content import (
+    Attachment,
     Message,
     Part,
     Reasoning,
@@ -366,6 +367,12 @@ class Exchange:
     prompt: str
     reply: Reply
     recorder: Recorder | None = None
+    attachments: tuple[Attachment, ...] = ()
+    """Files sent with the prompt, in order, after its text."""
+
+    def prompt_message(self) -> Message:
+        text: tuple[Part, ...] = (Text(self.prompt),) if self.prompt else ()
+        return Message("user", (*text, *self.attachments))
 
     @property
     def in_context(self) -> bool:
@@ -391,8 +398,10 @@ def _answered(parts: list[Part]) -> list[Part]:
 class History(Protocol):
     """The conversation-level side of storage."""
 
-    def user_prompt(self, prompt: str, model: ModelConfig) -> Recorder:
-        """Store the prompt (before the request is sent) and return the reply's recorder."""
+    def user_prompt(self, prompt: str, model: ModelConfig,
+                    attachments: tuple[Attachment, ...] = ()) -> Recorder:
+        """Store the prompt and its attachments (before the request is sent) and return the
+        reply's recorder."""
         ...
 
 
@@ -421,18 +430,18 @@ class Conversation:
         """The system prompt given for this conversation, else the current model's."""
         return self._system if self._system is not None else self.model.system
 
-    def messages(self, prompt: str, upto: int | None = None) -> tuple[Message, ...]:
+    def messages(self, prompt: str | Message, upto: int | None = None) -> tuple[Message, ...]:
         """The earlier exchanges that are context (each reply's tool rounds as they went),
         then `prompt`."""
         messages: list[Message] = []
         for exchange in self.exchanges[:upto]:
             if exchange.in_context:
-                messages.append(Message.of("user", exchange.prompt))
+                messages.append(exchange.prompt_message())
                 messages.extend(rounds(_answered(exchange.reply.parts)))
-        messages.append(Message.of("user", prompt))
+        messages.append(prompt if isinstance(prompt, Message) else Message.of("user", prompt))
         return tuple(messages)
 
-    def request(self, prompt: str, upto: int | None = None,
+    def request(self, prompt: str | Message, upto: int | None = None,
                 tools: ToolRunner | None = None) -> ChatRequest:
         return ChatRequest(messages=self.messages(prompt, upto), system=self.system,
                            temperature=self.model.temperature, max_tokens=self.model.max_tokens,
@@ -480,27 +489,30 @@ class Conversation:
         while self._retired:
             await self._retired.pop().aclose()
 
-    def start(self, prompt: str) -> Exchange:
+    def start(self, prompt: str, attachments: tuple[Attachment, ...] = ()) -> Exchange:
         """Begin an exchange: resolve the provider (a missing key raises here, before anything
         is stored), store the prompt, and add the exchange with a waiting reply."""
         self.provider()
-        recorder = self.history.user_prompt(prompt, self.model) if self.history else None
+        recorder = self.history.user_prompt(prompt, self.model, attachments) \
+            if self.history else None
         exchange = Exchange(prompt, Reply(model=self.model.model, provider=self.model.provider),
-                            recorder)
+                            recorder, attachments)
         self.exchanges.append(exchange)
         return exchange
 
     async def stream(self, exchange: Exchange, on_event: EventSink | None = None) -> Exchange:
         """Stream the reply to `exchange` (which must be the last one started)."""
         await self._close_retired()
-        request = self.request(exchange.prompt, upto=len(self.exchanges) - 1, tools=self.tools)
+        request = self.request(exchange.prompt_message(), upto=len(self.exchanges) - 1,
+                               tools=self.tools)
         await run_turn(self.provider(), request, exchange.reply, on_event, exchange.recorder,
                        tools=self.tools)
         return exchange
 
-    async def send(self, prompt: str, on_event: EventSink | None = None) -> Exchange:
+    async def send(self, prompt: str, on_event: EventSink | None = None,
+                   attachments: tuple[Attachment, ...] = ()) -> Exchange:
         """Send `prompt` with the conversation so far; the exchange is kept whatever happens."""
-        return await self.stream(self.start(prompt), on_event)
+        return await self.stream(self.start(prompt, attachments), on_event)
 
     async def aclose(self) -> None:
         await self._close_retired()

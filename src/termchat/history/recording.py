@@ -17,6 +17,7 @@ from termchat.untrusted import repair
 
 if TYPE_CHECKING:
     from termchat.config import Config, ModelConfig
+    from termchat.content import Attachment
     from termchat.history.store import HistoryStore
     from termchat.turn import Conversation, Recorder, Reply
 
@@ -28,7 +29,8 @@ class ConversationRecord:
         self.store = store
         self.id = cid
 
-    def user_prompt(self, prompt: str, model: ModelConfig) -> Recorder:
+    def user_prompt(self, prompt: str, model: ModelConfig,
+                    attachments: tuple[Attachment, ...] = ()) -> Recorder:
         """Commit the prompt and an empty `streaming` reply, and return that reply's recorder.
 
         The conversation row is created with the first prompt; its title is that prompt's
