@@ -118,6 +118,30 @@ def test_a_signal_mid_reply_saves_it_and_gives_the_terminal_back(
     assert text[:8 * sent].startswith(reply.text)
 
 
+def test_when_the_terminal_itself_goes_away_mid_reply_termchat_saves_it_and_exits(
+        tmux: Tmux, provider_server: ProviderServer, tmp_path: Path) -> None:
+    # When a terminal hangs up the kernel sends its session leader SIGHUP and then SIGCONT;
+    # Textual takes the SIGCONT for a resume after Ctrl+Z and then blocks on the dead terminal.
+    # termchat leads the session when it is the pane's command, as in `ssh host termchat`.
+    text = "Streaming words for a while. " * 2000
+    provider_server.queue(Script(text=text, chunk_size=8, delay=0.001))
+    tmux.start(f"exec {TERMCHAT}")
+    tmux.wait_for(r"New chat")
+    tmux("send-keys", "-l", "talk")
+    tmux("send-keys", "Enter")
+    tmux.wait_for(r"a while\. Streaming words")
+    pid = int(tmux("display-message", "-p", "#{pane_pid}").strip())
+    assert TERMCHAT.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    assert os.getsid(pid) == pid
+
+    tmux.kill()
+    wait_until(lambda: not Path(f"/proc/{pid}").exists()
+               or b"zombie" in Path(f"/proc/{pid}/status").read_bytes(), timeout=10)
+    [prompt, reply] = stored_messages(tmp_path)
+    assert (prompt.text, reply.status) == ("talk", "cancelled")
+    assert reply.text.startswith("Streaming words for a while. Streaming words")
+
+
 def test_a_prompt_typed_while_termchat_starts_is_sent_and_saved(
         tmux: Tmux, provider_server: ProviderServer, tmp_path: Path) -> None:
     provider_server.queue(Script(text="Typed ahead and answered."))

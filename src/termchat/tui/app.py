@@ -19,6 +19,7 @@ from termchat.turn import Conversation
 
 if TYPE_CHECKING:
     from textual.command import Provider
+    from textual.driver import Driver
 
     from termchat.history import HistoryStore
     from termchat.tui.history_screen import HistoryScreen
@@ -121,6 +122,14 @@ class TermchatApp(App[int]):
     def warn(self, line: str) -> None:
         """A one-line warning (history unavailable, a save that failed) as a notification."""
         notify(self, line, severity="warning", timeout=10)
+
+    def get_driver_class(self) -> type[Driver]:
+        driver = super().get_driver_class()
+        if driver.__name__ == "LinuxDriver":  # Not imported on Windows, which has no termios.
+            from termchat.tui.driver import HangupSafeDriver
+
+            return HangupSafeDriver
+        return driver
 
     def get_default_screen(self) -> ChatScreen:
         return self.chat
