@@ -108,13 +108,14 @@ ROUNDS = 40
 
 async def round_overhead(log_dir: Path) -> dict[str, float]:
     """Median per-round overhead of a tool turn, and the bare SDK's request floor, per provider."""
+    from tests.support.models import model_for
+
     from termchat.devserver import ProviderServer, Script
     from termchat.devserver import ToolCall as ScriptedCall
     from termchat.events import Event, Finish, ToolFinished, ToolRunning
     from termchat.tools.policy import ApprovalPolicy, Choice
     from termchat.tools.runner import ToolRunner
     from termchat.turn import Conversation
-    from tests.support.models import model_for
 
     async def never_asked(call: object) -> Choice:
         raise AssertionError("--yes: nothing is asked")
