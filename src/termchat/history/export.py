@@ -4,12 +4,10 @@ attachments and alternatives are told, for `--show` too."""
 
 from __future__ import annotations
 
-import base64
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from termchat.attachments import human_size
 from termchat.content import Attachment, Text, ToolCall, ToolResult
 from termchat.history.records import Siblings, StoredConversation, StoredMessage
 from termchat.present import iso_time, local_time, reply_footer
@@ -26,6 +24,8 @@ def as_json(stored: StoredConversation) -> dict[str, Any]:
     `stored` from `HistoryStore.tree(cid, blobs=True)` is its whole tree, every message with
     its `parent` and `active` flag and parts, and `attachments` maps each digest to the file's
     media type, size and bytes (base64). `HistoryStore.import_json` reads it back."""
+    import base64
+
     attachments = {
         attachment.digest: {"media_type": attachment.media_type, "size": attachment.size,
                             "data": base64.b64encode(attachment.data).decode("ascii")}
@@ -148,4 +148,6 @@ def alternative(siblings: Siblings) -> str | None:
 
 def attachment_label(attachment: Attachment) -> str:
     """`notes.md (2.1 KB, text/plain)`."""
+    from termchat.attachments import human_size
+
     return f"{attachment.name} ({human_size(attachment.size)}, {attachment.media_type})"

@@ -31,7 +31,9 @@ class ConversationSummary:
     created: float
     updated: float
     message_count: int
+    """Every message stored, on every branch."""
     preview: str
+    """The last words on the active branch."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, TypeVar
 
 from termchat.config import data_dir
 from termchat.history.blobs import IN_IDS, blob_data, carried_by, drop_unused
-from termchat.history.importing import parse_export, write_import
 from termchat.history.problems import (
     HistoryError,
     HistoryUnavailable,
@@ -387,6 +386,8 @@ class HistoryStore:
         """Store a conversation exported with `as_json` (any version) as a new conversation,
         its whole tree and attachments; returns its id. Raises `HistoryError` with one line
         when `data` is not such an export."""
+        from termchat.history.importing import parse_export, write_import
+
         imported = parse_export(data)
         with self._using() as db, transaction(db):
             return write_import(db, imported, time.time())
