@@ -193,6 +193,18 @@ def transaction(db: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
+@contextmanager
+def snapshot(db: sqlite3.Connection) -> Iterator[None]:
+    """Reads that see one state of the database, whatever other processes write meanwhile
+    (a conversation's shape and then its rows, say)."""
+    db.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if db.in_transaction:
+            db.execute("COMMIT")
+
+
 def lenient_text(data: bytes) -> str:
     """A damaged row (not UTF-8) is read with replacement characters instead of failing, and
     its bytes never reach an error message."""

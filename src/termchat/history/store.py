@@ -37,6 +37,7 @@ from termchat.history.schema import (
     create_private,
     lenient_text,
     migrate_and_sweep,
+    snapshot,
     transaction,
 )
 from termchat.history.tree import Shape
@@ -55,7 +56,6 @@ MESSAGE_COLUMNS = (
     "ttft, duration, error, error_kind, continuations, created, updated, writer_host, "
     "writer_pid"
 )
-
 
 Warn = Callable[[str], None]
 T = TypeVar("T")
@@ -202,7 +202,7 @@ class HistoryStore:
         if query:
             escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             where, params = "WHERE c.title LIKE ? ESCAPE '\\'", [f"%{escaped}%"]
-        with self._using() as db:
+        with self._using() as db, snapshot(db):
             rows = db.execute(
                 f"""SELECT c.id, c.title, c.model, c.created, c.updated,
                     (SELECT count(*) FROM messages WHERE conversation_id = c.id) AS messages
@@ -258,7 +258,7 @@ class HistoryStore:
     def _read(self, cid: int | str, blobs: bool,
               chosen: Callable[[Shape], list[int]]) -> StoredConversation:
         number = parse_cid(cid)
-        with self._using() as db:
+        with self._using() as db, snapshot(db):
             head = db.execute("SELECT id, title, model, created, updated FROM conversations "
                               "WHERE id = ?", (number,)).fetchone()
             if head is None:
@@ -297,7 +297,7 @@ class HistoryStore:
 
     def siblings(self, message_id: int) -> Siblings:
         """A message's alternatives (its parent's children), oldest first, and its place."""
-        with self._using() as db:
+        with self._using() as db, snapshot(db):
             shape = Shape.read(db, self._conversation_of(db, message_id))
         return shape.siblings(message_id)
 
