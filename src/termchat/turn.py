@@ -374,6 +374,9 @@ class Exchange:
     recorder: Recorder | None = None
     attachments: tuple[Attachment, ...] = ()
     """Files sent with the prompt, in order, after its text."""
+    message_ids: tuple[int, int] | None = None
+    """Where the history keeps it, for an exchange loaded from there: its prompt's and its
+    reply's message ids (to regenerate, edit, continue or flip alternatives)."""
 
     def prompt_message(self) -> Message:
         text: tuple[Part, ...] = (Text(self.prompt),) if self.prompt else ()
