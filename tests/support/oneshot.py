@@ -63,12 +63,13 @@ def config(*tables: str, tools: str = "") -> str:
 
 
 def detached(args: list[str], env: dict[str, str], stdin: bytes = b"",
-             python_flags: tuple[str, ...] = (), timeout: float = 90) -> Run:
+             python_flags: tuple[str, ...] = (), timeout: float = 90,
+             cwd: Path | None = None) -> Run:
     """termchat to the end in a session of its own: no controlling terminal, so /dev/tty
     cannot be opened, as under cron or in CI."""
     command = [sys.executable, *python_flags, TERMCHAT] if python_flags else [TERMCHAT]
     return subprocess.run([*command, *args], input=stdin, capture_output=True, env=env,
-                          timeout=timeout, check=False, start_new_session=True)
+                          timeout=timeout, check=False, start_new_session=True, cwd=cwd)
 
 
 def spawn_detached(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
