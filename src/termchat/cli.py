@@ -32,7 +32,7 @@ examples:
   termchat --json "hi" | jq .usage
   termchat -a photo.png -a notes.md "compare"  attach files (images, PDFs, text)
   cat f.py | termchat -a screenshot.png "why does this fail?"
-  termchat -a - "describe it" < photo.png   stdin as a file (-a -)
+  termchat -a - "describe it" < photo.png    stdin as a file (-a -)
   termchat --tools                           MCP servers, their state and tools
   termchat --allow-tool time.get_current_time "what time is it in Tokyo?"
   termchat --no-tools "hi"                   no tools, no MCP server started
@@ -70,8 +70,9 @@ stored yet is a usage error. --list, --show, --search and --export print plain t
 piped (tab-separated rows for --list and --search) and never create the database.
 exit codes: 0 ok (a cut-off reply too, with a warning on stderr), 1 provider or network
 error, or a history that cannot be read, 2 usage or config error (an unknown conversation
-id too), 129 the terminal hung up, 130 interrupted (Ctrl+C), 141 stdout was closed (as by
-| head; the reply so far is kept), 143 terminated. What arrived is stored in every case.
+id, a refused attachment, a request too long for the context window too), 129 the
+terminal hung up, 130 interrupted (Ctrl+C), 141 stdout was closed (as by | head; the
+reply so far is kept), 143 terminated. What arrived is stored in every case.
 """
 
 
@@ -95,9 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-stream", action="store_true",
                         help="print the reply only when it is complete")
     parser.add_argument("--json", action="store_true",
-                        help="print one JSON object: text, model, finish, usage, timings")
+                        help="print one JSON object: text, model, finish, usage, timings, "
+                        "tool calls, cost, context")
     parser.add_argument("-u", "--usage", action="store_true",
-                        help="print finish reason, tokens and timings to stderr")
+                        help="print finish reason, tokens, timings, context share and cost "
+                        "to stderr")
     parser.add_argument("-a", "--attach", action="append", metavar="PATH",
                         help="attach a file (repeatable); - attaches stdin as a file")
     parser.add_argument("--config", metavar="PATH", help="config file (default: "
