@@ -112,6 +112,10 @@ CASES: dict[str, Case] = {
                  Script(text="done")], args=["--yes", "hi"]),
     "allow-server-star": Case([Script(tool_calls=[ECHO]), Script(text="done")],
                               args=["--allow-tool", "t.*", "hi"]),
+    "allow-exposed-name": Case([Script(tool_calls=[ToolCall("t__dotted_name", "{}")]),
+                                Script(text="done")],
+                               args=["--allow-tool", "t__dotted_name", "hi"]),
+    "allow-unmatched": Case([Script(text="done")], args=["--allow-tool", "t.nosuch", "hi"]),
     "failing": Case([Script(tool_calls=[ToolCall("t__fail", '{"message": "disk on fire"}')]),
                      Script(text="It failed; going on.")], args=["--yes", "hi"]),
     "dead": Case([Script(tool_calls=[ToolCall("t__crash", "{}")]),
@@ -260,6 +264,20 @@ def test_yes_runs_every_call(results: dict[str, Result]) -> None:
 def test_allow_tool_takes_a_whole_server(results: dict[str, Result]) -> None:
     assert results["allow-server-star"].tool_lines[0].startswith(
         tool_line("t.echo", '{"text": "ping"}', "ok"))
+
+
+def test_allow_tool_takes_a_name_as_the_model_sees_it(results: dict[str, Result]) -> None:
+    # The server calls it `dotted.name`, which no provider takes; the model sees another.
+    result = results["allow-exposed-name"]
+    assert result.tool_lines[0].startswith(tool_line("t.dotted.name", "{}", "ok in "))
+    assert tool_results(result.requests[1], "openai") == [("dotted", None)]
+
+
+def test_an_allow_tool_naming_no_tool_is_warned_about(results: dict[str, Result]) -> None:
+    result = results["allow-unmatched"]
+    assert result.run.returncode == 0
+    assert result.stderr == ["termchat: warning: --allow-tool t.nosuch matches no tool of the "
+                             "MCP servers running; see termchat --tools."]
 
 
 def test_an_allow_tool_naming_no_server_is_a_usage_error(results: dict[str, Result]) -> None:

@@ -109,6 +109,7 @@ class ToolSession:
         self._config = config
         self._servers = servers_for(config, model)
         self._selection = config.selection_for(model.name)
+        self._yes = yes
         self.policy: ApprovalPolicy = ApprovalPolicy(config, yes=yes, allow_tools=allow_tools)
         self._allow_tools = allow_tools
         self._err = err
@@ -143,11 +144,20 @@ class ToolSession:
     async def runner(self) -> ToolRunner:
         """Once every server is up or has failed: the runner the conversation calls tools
         through."""
+        from termchat.tools.policy import ApprovalPolicy
         from termchat.tools.runner import ToolRunner
 
         assert self.box is not None
         await self.box.wait_ready()
         self._specs = {spec.name: spec for spec in self.box.tools()}
+        # `--allow-tool` may name a tool as the model sees it; the policy knows SERVER__TOOL
+        # spelt from the server's own name, which differs when that name had to be changed
+        # for the providers (`dotted.name` is offered as `t__dotted_name`).
+        exposed = [f"{spec.server}.{spec.tool}" for name, spec in self._specs.items()
+                   if name in self._allow_tools]
+        if exposed:
+            self.policy = ApprovalPolicy(self._config, yes=self._yes,
+                                         allow_tools=[*self._allow_tools, *exposed])
         self._warn_unmatched()
         return ToolRunner(self.box, self.policy, self._ask, max_rounds=self._config.max_rounds,
                           selection=self._selection)
@@ -180,13 +190,14 @@ class ToolSession:
     def _warn_unmatched(self) -> None:
         """An `--allow-tool` that names no tool of a running server is most likely a typo."""
         assert self.box is not None
-        tools = [(spec.server, spec.tool) for spec in self.box.tools()]
+        tools = [(spec.name, spec.server, spec.tool) for spec in self.box.tools()]
         running = {status.name for status in self.box.statuses() if status.tools}
         for name in self._allow_tools:
             server, dot, _ = name.partition(".")
             if dot and server not in running:
                 continue  # its server failed, and said so
-            if not any(name in (f"{s}.{t}", f"{s}.*", f"{s}__{t}", t) for s, t in tools):
+            if not any(name in (exposed, f"{s}.{t}", f"{s}.*", f"{s}__{t}", t)
+                       for exposed, s, t in tools):
                 self._line(f"warning: --allow-tool {name} matches no tool of the MCP servers "
                            "running; see termchat --tools.")
 
