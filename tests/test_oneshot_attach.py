@@ -92,6 +92,9 @@ CASES: dict[str, Case] = {
     **both("only-a-file", ["-a", "main.py"]),
     **both("rejected", ["-a", "pic.png", "-a", "notes.md", "what is it?"], reply=Script(
         status=400, error_message="image input is not supported by this model")),
+    "too-long": Case(["-a", "doc.pdf", "-a", "notes.md", "summarise"], reply=Script(
+        status=400, error_code="context_length_exceeded",
+        error_message="This model's maximum context length is 128000 tokens")),
     "json": Case(["--json", "-a", "pic.png", "-a", "notes.md", "hi"]),
     "missing": Case(["-a", "nope.txt", "hi"]),
     "directory": Case(["-a", "somedir", "hi"]),
@@ -282,3 +285,13 @@ def test_a_provider_that_rejects_an_image_is_one_sentence_naming_it(
         " there may not take images: send it without -a pic.png, or use a model that takes "
         "images.")
     assert len(result.requests) == 1
+
+
+def test_a_context_length_error_with_attachments_says_to_attach_less(
+        results: dict[str, Result]) -> None:
+    result = results["too-long"]
+    assert result.run.returncode == 1
+    assert result.stderr == [
+        "termchat: The input is too long for openai:gpt-4.1-mini's context window (This "
+        "model's maximum context length is 128000 tokens); shorten it or start a new "
+        "conversation, or attach less (doc.pdf, notes.md)."]

@@ -284,15 +284,16 @@ _DOCUMENT_WORDS = ("pdf", "document", "file")
 def about_attachments(error: TermchatError, attachments: tuple[Attachment, ...],
                       model: ModelConfig, reply: Reply) -> TermchatError:
     """A provider's refusal of a request with images or PDFs, said in one sentence that
-    names them: the provider's own error cannot know which file the user meant."""
-    media = [a for a in attachments if a.kind is not AttachmentKind.TEXT]
-    if not media or reply.text:
+    names them (the provider's own error cannot know which file the user meant); a request
+    too long for the window, with what could be left out."""
+    if not attachments or reply.text:
         return error
     if isinstance(error, ContextLengthError):
-        names = ", ".join(safe_line(a.name) for a in media)
+        names = ", ".join(safe_line(a.name) for a in attachments)
         return ContextLengthError(f"{error.message.rstrip('.')}, or attach less ({names}).")
+    media = [a for a in attachments if a.kind is not AttachmentKind.TEXT]
     match = _REJECTED.match(error.message) if isinstance(error, BadRequestError) else None
-    if match is None:
+    if match is None or not media:
         return error
     words = match["message"].lower()
     images = [a for a in media if a.kind is AttachmentKind.IMAGE]
