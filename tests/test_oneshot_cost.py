@@ -181,6 +181,14 @@ def test_a_known_models_cost_is_genai_prices_own_figure_summed_over_tool_rounds(
                                  "share": round(last / window, 4)}
 
 
+def test_a_short_request_is_not_estimated_at_all() -> None:
+    from termchat.oneshot import QUICK_FIT_CHARS, SMALLEST_WINDOW
+    from termchat.pricing import NEAR_FULL
+
+    # The low estimate never has more tokens than characters: below this, nothing is near.
+    assert QUICK_FIT_CHARS <= NEAR_FULL * SMALLEST_WINDOW
+
+
 def test_each_round_is_priced_as_the_request_it_was() -> None:
     # Priced as one request, the rounds together would cross Sonnet 4.5's 200k tier.
     whole = Counts(input_tokens=sum(r.input + r.cached for r in ANTHROPIC_ROUNDS),
@@ -290,6 +298,7 @@ def test_prices_are_looked_up_only_after_the_reply_is_out(provider_server: Provi
     assert run.returncode == 0, run.stdout
     both = run.stdout.decode()
     reply = both.index("THE-REPLY")
-    loaded = both.index("genai_prices")
-    assert reply < loaded, "genai-prices was imported before the reply arrived"
+    for module in ("genai_prices", "termchat.pricing"):
+        assert reply < both.index(module), f"{module} was imported before the reply arrived"
+    assert "termchat.attachments" not in both
     assert re.search(r"· context <1% · <?\$0\.\d+$", both.rstrip().splitlines()[-1])

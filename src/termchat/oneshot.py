@@ -25,7 +25,15 @@ import time
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol, TextIO
 
 from termchat.config import ModelConfig
-from termchat.content import Attachment, AttachmentKind, Message, Text, ToolCall, ToolResult
+from termchat.content import (
+    Attachment,
+    AttachmentKind,
+    Message,
+    Part,
+    Text,
+    ToolCall,
+    ToolResult,
+)
 from termchat.errors import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -213,6 +221,36 @@ def check_attachments(conversation: Conversation, attachments: tuple[Attachment,
 # estimated under 80% of that cannot be near any window, so nothing is looked up for it:
 # the data (20-50 ms to load) stays out of a short run, before and after the reply.
 SMALLEST_WINDOW = 4_000
+# The low estimate never counts more tokens than a request has characters, so a request of
+# fewer characters than 80% (pricing.NEAR_FULL) of SMALLEST_WINDOW, without images or PDFs,
+# is not estimated at all: the estimate imports the attachment and pricing modules, 10-20 ms
+# on the way to the first token.
+QUICK_FIT_CHARS = 3_200
+
+
+def _request_parts(conversation: Conversation, prompt: str,
+                   attachments: tuple[Attachment, ...]) -> list[Part]:
+    message = Message("user", ((Text(prompt),) if prompt else ()) + attachments)
+    return [part for m in conversation.messages(message) for part in m.parts]
+
+
+def _most_chars(conversation: Conversation, parts: list[Part]) -> int | None:
+    """More characters than the request's text has, without a module imported; None when it
+    carries an image or a PDF."""
+    chars = len(conversation.system or "")
+    for part in parts:
+        if isinstance(part, Text):
+            chars += len(part.text)
+        elif isinstance(part, ToolCall):
+            chars += len(part.name) + len(part.arguments)
+        elif isinstance(part, ToolResult):
+            chars += len(part.content)
+        elif isinstance(part, Attachment):
+            if part.kind is not AttachmentKind.TEXT:
+                return None
+            # Its name, the fences (longer than any run of backticks inside) and the text.
+            chars += 2 * part.size + len(part.name) + 32
+    return chars
 
 
 def estimate_request(conversation: Conversation, prompt: str,
@@ -226,10 +264,9 @@ def estimate_request(conversation: Conversation, prompt: str,
     from termchat.pricing import estimate_tokens
 
     provider = conversation.model.provider
-    message = Message("user", ((Text(prompt),) if prompt else ()) + attachments)
     chars = len(conversation.system or "")
     tokens = 0
-    for part in (p for m in conversation.messages(message) for p in m.parts):
+    for part in _request_parts(conversation, prompt, attachments):
         if isinstance(part, Text):
             chars += len(part.text)
         elif isinstance(part, ToolCall):
@@ -254,9 +291,13 @@ def check_fit(conversation: Conversation, prompt: str,
     after the wait. A window wrongly small in genai-prices' data (a beta that widens it) is
     overridden with `context_window` in the config.
     """
+    model = conversation.model
+    if model.context_window is None:
+        most = _most_chars(conversation, _request_parts(conversation, prompt, attachments))
+        if most is not None and most < QUICK_FIT_CHARS:
+            return None
     from termchat.pricing import CLEARLY_TOO_BIG, NEAR_FULL, context_window
 
-    model = conversation.model
     estimate = estimate_request(conversation, prompt, attachments)
     if model.context_window is None and estimate < NEAR_FULL * SMALLEST_WINDOW:
         return None
