@@ -526,8 +526,6 @@ def test_ctrl_c_during_a_tool_call_cancels_it_and_keeps_the_partial_reply(
     assert not group_alive(pid)
 
 
-@pytest.mark.xfail(reason="history v2 stores a reply's text only; tool calls and results are "
-                          "kept from history schema v3 (another branch) on", strict=False)
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_continuing_after_a_tool_turn_replays_it_exactly(provider_server: ProviderServer,
                                                          tmp_path: Path, provider: str) -> None:

@@ -384,17 +384,15 @@ class _Run:
         self.model = model
         self.tools = tools
         self.attachments = attachments
-        self._usage: dict[int, Usage] = {}
 
     def on_event(self, event: Event, reply: Reply) -> None:
-        if isinstance(event, Usage):
-            self._usage[reply.rounds] = reply.round_usage
         if self.tools is not None:
             self.tools.on_event(event)
 
-    def rounds(self, reply: Reply) -> list[Usage]:
+    @staticmethod
+    def rounds(reply: Reply) -> list[Usage]:
         """Each request's usage, in order (unknown for one that reported none)."""
-        return [self._usage.get(n, Usage()) for n in range(1, reply.rounds + 1)]
+        return reply.round_usages
 
     def cost(self, reply: Reply) -> Cost:
         """The reply's cost: every round's, added up."""
@@ -407,7 +405,7 @@ class _Run:
         Without `lookup`, a request too small to be near any window looks nothing up."""
         from termchat.pricing import NEAR_FULL, context_window
 
-        tokens = reply.round_usage.input_tokens
+        tokens = reply.last_usage.input_tokens
         if not lookup and self.model.context_window is None and (
                 tokens is None or tokens < NEAR_FULL * SMALLEST_WINDOW):
             return None, None
@@ -484,7 +482,7 @@ def _report(reply: Reply | None, error: TermchatError | None, run: _Run, *,
         if window is not None and share is not None and near_full(share):
             lines.append(f"termchat: warning: the last request used {math.floor(share * 100)}% "
                          f"of the {window:,}-token context window of {model.label} "
-                         f"({reply.round_usage.input_tokens:,} tokens); the next may not "
+                         f"({reply.last_usage.input_tokens:,} tokens); the next may not "
                          "fit: start a new conversation (leave out -c), or send less.")
         if usage:
             lines.append(usage_report(reply, run))
@@ -561,7 +559,7 @@ def json_result(reply: Reply | None, model: ModelConfig, error: TermchatError | 
         result["round_usage"] = [_usage_json(u) for u in run.rounds(reply)]
         result["tool_calls"] = calls_json(reply, run.tools.specs if run.tools else {})
         result["cost"] = {**cost.as_dict(), "shown": format_cost(cost) or None}
-        result["context"] = {"window": window, "input_tokens": reply.round_usage.input_tokens,
+        result["context"] = {"window": window, "input_tokens": reply.last_usage.input_tokens,
                              "share": None if share is None else round(share, 4)}
     if error is not None:
         result["error"] = str(error)

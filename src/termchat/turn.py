@@ -97,6 +97,11 @@ class Reply:
     _open: tuple[type[Text] | type[Reasoning], list[str]] | None = field(default=None,
                                                                        repr=False)
 
+    @property
+    def last_usage(self) -> Usage:
+        """The last request's usage: what the context held when the reply ended."""
+        return self.round_usages[-1] if self.round_usages else Usage()
+
     def __post_init__(self, initial_text: str, initial_parts: list[Part] | None) -> None:
         if initial_parts:
             self._done = list(initial_parts)
