@@ -145,16 +145,19 @@ def test_a_continued_reply_grows_in_place(store: HistoryStore, db_path: Path) ->
 
     recorder = record.continue_reply(reply_id)
     assert store.get(record.id or 0).messages[1].status == "streaming"
-    more = Reply(model=MODEL.model, provider=MODEL.provider, status=Status.STREAMING)
-    more.started_at = time.monotonic()
+    # The turn hands the recorder the whole reply: loaded, resumed, and growing.
+    more = store.load(record.id or 0).exchanges[-1].reply
+    more.resume()
+    more.status = Status.STREAMING
     more.add_text(" red,")
     recorder.checkpoint(more)
     assert path_texts(store, record.id)[1] == "Roses are red,"
     more.add_text("\nviolets are blue.")
     more.add(ToolCall("c1", "rhyme", "{}"))
     more.add(ToolResult("c1", "true"))
-    more.status, more.finish, more.usage = Status.COMPLETE, Finish.from_raw("stop"), Usage(120, 8)
-    more.ended_at = more.started_at + 1.5
+    more.status, more.finish = Status.COMPLETE, Finish.from_raw("stop")
+    more.usage = more.usage + Usage(120, 8)
+    more.ended_at = more.started_at + 3.5
     recorder.finish(more)
 
     [message] = [m for m in store.tree(record.id or 0).messages if m.role == "assistant"]
@@ -172,7 +175,7 @@ def test_continuing_a_reply_that_has_alternatives_shows_it(store: HistoryStore) 
     record = chat(store.new_conversation(), ("Q", "first"))
     first = ids(store, record.id)[1]
     record.regenerate(ids(store, record.id)[0], MODEL).finish(done("second"))
-    record.continue_reply(first).finish(done(" and more"))
+    record.continue_reply(first).finish(done("first and more"))
     assert path_texts(store, record.id) == ["Q", "first and more"]
     assert record.follows == first
 
@@ -191,7 +194,8 @@ def test_a_killed_writer_loses_at_most_the_text_since_its_last_checkpoint(
         recorder = (branching.regenerate(prompt, MODEL) if branch == "regenerate" else
                     branching.continue_reply(reply) if branch == "continue" else
                     branching.prompt_after(reply, "Go on", MODEL))
-        partial = Reply(status=Status.STREAMING)
+        partial = Reply(status=Status.STREAMING,
+                        initial_text="Once" if branch == "continue" else "")
         partial.add_text(" upon a time")
         recorder.checkpoint(partial)
         os.write(write, b"x")
@@ -359,7 +363,7 @@ def test_any_steps_keep_the_path_shown_the_one_a_simple_model_predicts(
                 recorder = record.prompt_after(after, f"p{number}", MODEL)
             elif step == "continue":
                 target = replies[pick % len(replies)]
-                record.continue_reply(target).finish(done("+"))
+                record.continue_reply(target).finish(done(texts[target] + "+"))
                 texts[target] += "+"
                 for node in _ancestry(parent, target):
                     chosen[parent[node]] = node

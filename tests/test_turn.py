@@ -38,6 +38,7 @@ class FakeRecorder:
 
     checkpoints: list[Snapshot] = field(default_factory=list)
     finished: list[Snapshot] = field(default_factory=list)
+    message_ids: tuple[int, int] | None = None
 
     def checkpoint(self, reply: Reply) -> None:
         self.checkpoints.append(Snapshot(time.monotonic(), reply.status, reply.text))

@@ -6,11 +6,12 @@ Both front ends drive replies through `Conversation.send`; neither talks to a pr
 from __future__ import annotations
 
 import asyncio
+import copy
 import gc
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import aclosing
 from dataclasses import InitVar, dataclass, field, replace
 from enum import StrEnum
@@ -30,10 +31,11 @@ from termchat.content import (
     rounds,
     text_of,
 )
-from termchat.errors import ProviderError, StreamInterruptedError, TermchatError
+from termchat.errors import ProviderError, StreamInterruptedError, TermchatError, UsageError
 from termchat.events import (
     Event,
     Finish,
+    FinishKind,
     ReasoningDelta,
     ReasoningSigned,
     Retrying,
@@ -91,6 +93,8 @@ class Reply:
     None for a round that ended without one (cancelled, cut off)."""
     round_limit: bool = False
     """The model still asked for tools when the round limit ended the turn."""
+    continued: int = 0
+    """Times the reply was continued from where it stopped (each a round of its own)."""
     _text: list[str] = field(default_factory=list, repr=False)
     _done: list[Part] = field(default_factory=list, repr=False)
     # The text or reasoning part still streaming: its kind and pieces (joined when it ends).
@@ -109,6 +113,37 @@ class Reply:
         elif initial_text:
             self._done = [Text(initial_text)]
             self._text = [initial_text]
+
+    @property
+    def can_continue(self) -> bool:
+        """Whether the model can be asked to go on from where this reply stopped: it ended
+        (cut off by its length limit, paused by the server, cancelled, interrupted) with
+        text last."""
+        cut = self.status in (Status.CANCELLED, Status.INTERRUPTED) or (
+            self.status is Status.COMPLETE and self.finish is not None
+            and self.finish.kind in (FinishKind.LENGTH, FinishKind.PAUSED))
+        parts = self.parts
+        return (cut and bool(parts) and isinstance(parts[-1], Text) and bool(parts[-1].text)
+                and not self.round_limit)
+
+    def copy(self) -> Reply:
+        """An independent copy (its parts and figures), e.g. for a forked conversation."""
+        return copy.deepcopy(self)
+
+    def resume(self) -> None:
+        """Make a finished reply stream again, for its continuation: what it has stays."""
+        self.continued += 1
+        # The clock goes on from the time it took so far (not from when it first started).
+        spent, now = self.elapsed, time.monotonic()
+        if self.first_token_at is not None:
+            self.first_token_at += now - spent - self.started_at
+        self.started_at = now - spent
+        self.status, self.error, self.finish, self.ended_at = Status.WAITING, None, None, None
+        # The continuation's text runs on in the reply's last text part.
+        last = self._done[-1] if self._done and self._open is None else None
+        if isinstance(last, Text):
+            self._done.pop()
+            self._open = (Text, [last.text])
 
     def add_text(self, text: str) -> None:
         self._text.append(text)
@@ -204,6 +239,11 @@ class Recorder(Protocol):
     def finish(self, reply: Reply) -> None:
         """Called once with the reply in its final state (complete, cancelled, error...)."""
 
+    @property
+    def message_ids(self) -> tuple[int, int] | None:
+        """Where the history keeps the exchange: its prompt's and reply's message ids (None
+        when it could not be stored)."""
+
 
 CHECKPOINT_SECONDS = 1.0
 MIN_RATE_SECONDS = 0.5
@@ -241,7 +281,12 @@ async def run_turn(provider: Provider, request: ChatRequest, reply: Reply,
     had; provider errors leave it `error` / `interrupted` and are re-raised. The recorder
     sees checkpoints while it streams and the final state once.
     """
-    context = request.messages  # each round sends this and the reply's rounds so far
+    # Each round sends the context and the reply's rounds so far; a reply that has parts
+    # already is being continued, and its first round asks the model to go on from its end.
+    context = request.messages
+    if reply.parts:
+        request = replace(request, messages=(*context, *rounds(_answered(reply.parts))),
+                          continuation=True)
     try:
         while True:
             await _round(provider, request, reply, on_event, recorder)
@@ -263,7 +308,8 @@ async def run_turn(provider: Provider, request: ChatRequest, reply: Reply,
                 await deliver(on_event, ToolFinished(result))
                 if recorder is not None:
                     recorder.checkpoint(reply)
-            request = replace(request, messages=(*context, *rounds(reply.parts)))
+            request = replace(request, messages=(*context, *rounds(reply.parts)),
+                              continuation=False)
         reply.status = Status.COMPLETE
     except asyncio.CancelledError:
         reply.status = Status.CANCELLED
@@ -339,7 +385,8 @@ async def _stream(provider: Provider, request: ChatRequest, reply: Reply, earlie
                     reply.add(call)
                 case Usage():
                     reply.round_usages[-1] = this_round = reply.round_usages[-1].merge(event)
-                    reply.usage = earlier + this_round if reply.rounds > 1 else this_round
+                    reply.usage = earlier + this_round if reply.rounds > 1 or reply.continued \
+                        else this_round
                 case Finish():
                     reply.finish = reply.round_finishes[-1] = event
             await deliver(on_event, event)
@@ -374,15 +421,21 @@ def _times(count: int) -> str:
     return "twice" if count == 2 else f"{count} times"
 
 
-@dataclass
+@dataclass(eq=False)
 class Exchange:
-    """A user prompt and the reply it got (possibly partial, possibly failed)."""
+    """A user prompt and the reply it got (possibly partial, possibly failed), at one place
+    in the conversation's tree: after `parent` (None: at its start)."""
 
     prompt: str
     reply: Reply
     recorder: Recorder | None = None
     attachments: tuple[Attachment, ...] = ()
     """Files sent with the prompt, in order, after its text."""
+    parent: Exchange | None = None
+    """The exchange this one follows on its branch; None for a first exchange."""
+    asked: int = 0
+    """Which prompt this answers: a regenerated reply shares its prompt's number with the
+    replies it is an alternative to; an edited prompt gets a number of its own."""
     message_ids: tuple[int, int] | None = None
     """Where the history keeps it, for an exchange loaded from there: its prompt's and its
     reply's message ids (to regenerate, edit, continue or flip alternatives)."""
@@ -412,13 +465,63 @@ def _answered(parts: list[Part]) -> list[Part]:
     return [part for part in parts if not isinstance(part, ToolCall) or part.id in answered]
 
 
+@dataclass(frozen=True)
+class Alternatives:
+    """What else there is at an exchange's place: the replies to its prompt (regenerated),
+    and the prompts there (edited), each by one of its exchanges; `exchange` is in both."""
+
+    replies: list[Exchange]
+    prompts: list[Exchange]
+    exchange: Exchange
+
+    @property
+    def reply_position(self) -> tuple[int, int]:
+        """(1-based position, count) of the exchange's reply among the replies."""
+        return self.replies.index(self.exchange) + 1, len(self.replies)
+
+    @property
+    def prompt_position(self) -> tuple[int, int]:
+        return self.prompts.index(self.exchange) + 1, len(self.prompts)
+
+    def reply(self, step: int) -> Exchange:
+        """The reply `step` places on (wrapping), e.g. +1 for the next."""
+        return self.replies[(self.replies.index(self.exchange) + step) % len(self.replies)]
+
+    def prompt(self, step: int) -> Exchange:
+        return self.prompts[(self.prompts.index(self.exchange) + step) % len(self.prompts)]
+
+
 class History(Protocol):
-    """The conversation-level side of storage."""
+    """The conversation-level side of storage: each change to the tree is stored as made,
+    by the message ids an exchange's recorder reports (`Exchange.message_ids`)."""
 
     def user_prompt(self, prompt: str, model: ModelConfig,
                     attachments: tuple[Attachment, ...] = ()) -> Recorder:
-        """Store the prompt and its attachments (before the request is sent) and return the
-        reply's recorder."""
+        """Store the prompt and its attachments (before the request is sent) after the end
+        of the path, and return the reply's recorder."""
+        ...
+
+    def prompt_after(self, reply_id: int | None, prompt: str, model: ModelConfig,
+                     attachments: tuple[Attachment, ...] = ()) -> Recorder:
+        """As `user_prompt`, after stored reply `reply_id` (None: at the start): an edited
+        prompt, the one there before kept as an alternative."""
+        ...
+
+    def regenerate(self, prompt_id: int, model: ModelConfig) -> Recorder:
+        """A new reply to stored prompt `prompt_id`: its recorder."""
+        ...
+
+    def continue_reply(self, reply_id: int) -> Recorder:
+        """The recorder of stored reply `reply_id` going on: it is handed the whole reply,
+        what it had and what the continuation adds, and updates the same message."""
+        ...
+
+    def set_active(self, message_id: int) -> None:
+        """The path through `message_id` is the one shown and sent."""
+        ...
+
+    def undo(self) -> int | None:
+        """Take the last exchange off the path (kept, abandoned)."""
         ...
 
 
@@ -433,7 +536,16 @@ class Conversation:
         self.model = model
         self._key_env = key_env
         self._system = system
-        self.exchanges: list[Exchange] = exchanges or []
+        # The tree of exchanges: each point's (the start's, each exchange's) followers in the
+        # order they were made, and the one chosen, which is on the path (`exchanges`).
+        self._after: dict[Exchange | None, list[Exchange]] = {}
+        self._chosen: dict[Exchange | None, Exchange] = {}
+        self._asked = 0
+        self.exchanges: list[Exchange] = []
+        """The path: the exchanges shown and sent as context, first to last."""
+        for exchange in exchanges or ():
+            exchange.parent = self.exchanges[-1] if self.exchanges else None
+            self.graft(exchange, chosen=True)
         self.history = history
         # Normally created on first use; passing one in lets a benchmark replay a stream.
         self._provider = provider
@@ -512,19 +624,164 @@ class Conversation:
         self.provider()
         recorder = self.history.user_prompt(prompt, self.model, attachments) \
             if self.history else None
-        exchange = Exchange(prompt, Reply(model=self.model.model, provider=self.model.provider),
-                            recorder, attachments)
-        self.exchanges.append(exchange)
+        parent = self.exchanges[-1] if self.exchanges else None
+        return self._begin(Exchange(prompt, self._reply(), recorder, attachments,
+                                    parent=parent))
+
+    def _reply(self) -> Reply:
+        return Reply(model=self.model.model, provider=self.model.provider)
+
+    def _begin(self, exchange: Exchange) -> Exchange:
+        if exchange.recorder is not None:
+            exchange.message_ids = exchange.recorder.message_ids
+        self.graft(exchange, chosen=True)
+        return exchange
+
+    # --- The tree ---------------------------------------------------------------------
+
+    def graft(self, exchange: Exchange, *, chosen: bool = False) -> None:
+        """Put `exchange` in the tree after its `parent` (which must be in it), as the latest
+        alternative there; `chosen` makes it the one on the path. A new `asked` of 0 gets a
+        number of its own."""
+        if exchange.asked == 0:
+            self._asked += 1
+            exchange.asked = self._asked
+        else:
+            self._asked = max(self._asked, exchange.asked)
+        self._after.setdefault(exchange.parent, []).append(exchange)
+        if chosen:
+            self._choose(exchange)
+
+    def restore(self, tree: Iterable[Exchange], chosen: Iterable[Exchange]) -> None:
+        """Put back a stored tree: every exchange (each after its parent, in the order they
+        were made, alternatives sharing their `asked`), and the one chosen at each point."""
+        for exchange in tree:
+            self.graft(exchange)
+        for exchange in chosen:
+            self._chosen[exchange.parent] = exchange
+        self._walk()
+
+    def _choose(self, exchange: Exchange) -> None:
+        node: Exchange | None = exchange
+        while node is not None:
+            self._chosen[node.parent] = node
+            node = node.parent
+        self._walk()
+
+    def _walk(self) -> None:
+        path: list[Exchange] = []
+        at: Exchange | None = None
+        while (at := self._chosen.get(at)) is not None and at not in path:
+            path.append(at)
+        self.exchanges = path
+
+    def alternatives(self, exchange: Exchange) -> Alternatives:
+        """The other replies to `exchange`'s prompt, and the other prompts at its place."""
+        here = self._after.get(exchange.parent, [exchange])
+        replies = [other for other in here if other.asked == exchange.asked]
+        prompts: dict[int, Exchange] = {}
+        for other in here:
+            # Each prompt by its reply shown last (or, never shown, its latest).
+            if other.asked not in prompts or self._chosen.get(exchange.parent) is other:
+                prompts[other.asked] = other
+        if exchange.asked in prompts:
+            prompts[exchange.asked] = exchange
+        return Alternatives(replies, list(prompts.values()), exchange)
+
+    def regenerate(self, exchange: Exchange | None = None) -> Exchange:
+        """A new reply to `exchange`'s prompt (the last exchange's by default), in the same
+        context: an alternative to the old one, which is kept. Stream it with `stream`."""
+        old = self._on_path(exchange)
+        self.provider()
+        recorder = None
+        if self.history is not None and old.message_ids is not None:
+            recorder = self.history.regenerate(old.message_ids[0], self.model)
+        return self._begin(Exchange(old.prompt, self._reply(), recorder, old.attachments,
+                                    parent=old.parent, asked=old.asked))
+
+    def edit(self, exchange: Exchange, prompt: str,
+             attachments: tuple[Attachment, ...] | None = None) -> Exchange:
+        """`exchange`'s prompt changed to `prompt`, at the same place: a new branch there (the
+        old one is kept, and can be chosen again). Stream it with `stream`."""
+        old = self._on_path(exchange)
+        files = old.attachments if attachments is None else attachments
+        self.provider()
+        recorder = None
+        if self.history is not None:
+            if old.parent is None:
+                recorder = self.history.prompt_after(None, prompt, self.model, files)
+            elif old.parent.message_ids is not None:
+                recorder = self.history.prompt_after(old.parent.message_ids[1], prompt,
+                                                     self.model, files)
+        return self._begin(Exchange(prompt, self._reply(), recorder, files, parent=old.parent))
+
+    def undo(self) -> Exchange | None:
+        """Take the last exchange off the path (kept in the tree, an abandoned branch: a new
+        prompt there is an alternative to it). Returns it, or None when there is none."""
+        if not self.exchanges:
+            return None
+        last = self.exchanges.pop()
+        del self._chosen[last.parent]
+        if self.history is not None:
+            self.history.undo()
+        return last
+
+    def choose(self, exchange: Exchange) -> None:
+        """Show `exchange` (an alternative in the tree): it and its ancestors become the
+        chosen ones at their points, the path goes on below it as chosen before, and the
+        history stores that."""
+        self._choose(exchange)
+        if self.history is not None and exchange.message_ids is not None:
+            self.history.set_active(exchange.message_ids[1])
+
+    def fork(self, upto: Exchange | None = None) -> Conversation:
+        """A new conversation whose context is this path up to `upto` (included; all of it by
+        default): copies of those exchanges, stored nowhere yet, with this model and system
+        prompt."""
+        end = len(self.exchanges) if upto is None else self.exchanges.index(upto) + 1
+        copies = [Exchange(old.prompt, old.reply.copy(), attachments=old.attachments)
+                  for old in self.exchanges[:end]]
+        return Conversation(self.model, system=self._system, exchanges=copies,
+                            key_env=self._key_env)
+
+    def _on_path(self, exchange: Exchange | None) -> Exchange:
+        if exchange is None:
+            if not self.exchanges:
+                raise UsageError("There is no reply yet.")
+            return self.exchanges[-1]
+        if exchange not in self.exchanges:
+            raise ValueError("the exchange is not on the conversation's path")
         return exchange
 
     async def stream(self, exchange: Exchange, on_event: EventSink | None = None) -> Exchange:
-        """Stream the reply to `exchange` (which must be the last one started)."""
+        """Stream the reply to `exchange` (which must be the last on the path); a reply that
+        has parts already is continued from its end."""
         await self._close_retired()
         request = self.request(exchange.prompt_message(), upto=len(self.exchanges) - 1,
                                tools=self.tools)
         await run_turn(self.provider(), request, exchange.reply, on_event, exchange.recorder,
                        tools=self.tools)
         return exchange
+
+    def resume(self, exchange: Exchange | None = None) -> Exchange:
+        """Ready the reply of `exchange` (the last by default) to go on from where it stopped;
+        stream it with `stream`, which appends to the same reply. Raises `UsageError` when
+        there is nothing to continue."""
+        target = self._on_path(exchange)
+        if target is not self.exchanges[-1]:
+            raise UsageError("Only the last reply can be continued.")
+        if not target.reply.can_continue:
+            raise UsageError("The last reply was not cut off, so there is nothing to "
+                             "continue; regenerate it for a new one.")
+        self.provider()
+        if self.history is not None and target.message_ids is not None:
+            target.recorder = self.history.continue_reply(target.message_ids[1])
+        target.reply.resume()
+        return target
+
+    async def continue_reply(self, on_event: EventSink | None = None) -> Exchange:
+        """Continue the last reply from where it stopped, appending to it."""
+        return await self.stream(self.resume(), on_event)
 
     async def send(self, prompt: str, on_event: EventSink | None = None,
                    attachments: tuple[Attachment, ...] = ()) -> Exchange:

@@ -7,15 +7,13 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from termchat.content import Attachment, Part, Reasoning, Text
+from termchat.content import Attachment, Text
 from termchat.errors import ConfigError
 from termchat.events import Usage
-from termchat.history.blobs import blob_data, link_blobs
-from termchat.history.encoding import Columns, columns, stored_parts
+from termchat.history.blobs import link_blobs
+from termchat.history.encoding import Columns, columns
 from termchat.history.liveness import host_name
 from termchat.history.problems import HistoryError
 from termchat.history.records import title_of, usage_values
@@ -114,37 +112,24 @@ class ConversationRecord:
         return MessageRecorder(self.store, reply_id, prompt_id)
 
     def continue_reply(self, reply_id: int) -> Recorder:
-        """Continue stored reply `reply_id` in place: the recorder is handed the
-        continuation's own `Reply` (only what it streams) and stores the reply's earlier
-        parts followed by the new ones (text run on), usage summed, time added, the new
-        status and finish. The row is `streaming` from now until `finish`, and the path
-        through it becomes the active one."""
-        def begin(db: sqlite3.Connection) -> _Earlier:
+        """Continue stored reply `reply_id` in place: the recorder is handed the whole reply
+        (what it had, then what the continuation adds: its parts, summed usage, time) and
+        updates the same message. The row is `streaming` from now until `finish`, counts one
+        more continuation, and the path through it becomes the active one."""
+        def begin(db: sqlite3.Connection) -> tuple[int | None, int]:
             with transaction(db):
                 cid = self._touch(db, None, time.time())
                 shape = self._shape_with(db, cid, reply_id, "assistant")
-                row = db.execute(
-                    "SELECT parent_id, text, reasoning, parts, input_tokens, output_tokens, "
-                    "cached_tokens, reasoning_tokens, ttft, duration FROM messages "
-                    "WHERE id = ?", (reply_id,)).fetchone()
-                parts = stored_parts(row["text"], row["reasoning"], row["parts"],
-                                     blob_data(db, [reply_id]))
-                if row["parts"] is None and row["reasoning"]:
-                    # A v2 reply's reasoning had no part of its own: keep it, never sent.
-                    parts = (Reasoning(row["reasoning"]), *parts)
                 db.execute("UPDATE messages SET status = 'streaming', writer_host = ?, "
                            "writer_pid = ?, continuations = continuations + 1, updated = ? "
                            "WHERE id = ?", (host_name(), os.getpid(), time.time(), reply_id))
-                return _Earlier(parts, Usage(row["input_tokens"], row["output_tokens"],
-                                             row["cached_tokens"], row["reasoning_tokens"]),
-                                row["ttft"], row["duration"] or 0.0, row["parent_id"],
-                                shape.through(reply_id)[-1])
+                return shape.nodes[reply_id].parent_id, shape.through(reply_id)[-1]
 
-        earlier = self.store.write(begin)
-        if earlier is None:
+        found = self.store.write(begin)
+        if found is None:
             return _Unsaved()
-        self.follows = earlier.path_end
-        return MessageRecorder(self.store, reply_id, earlier.prompt_id, earlier)
+        prompt_id, self.follows = found
+        return MessageRecorder(self.store, reply_id, prompt_id)
 
     def set_active(self, message_id: int) -> None:
         """Flip to an alternative: the path through `message_id` becomes the active one (see
@@ -220,33 +205,19 @@ def _next_seq(shape: Shape) -> int:
     return max((node.seq for node in shape.nodes.values()), default=-1) + 1
 
 
-@dataclass(frozen=True)
-class _Earlier:
-    """What a continued reply had before the continuation."""
-
-    parts: tuple[Part, ...]
-    usage: Usage
-    ttft: float | None
-    duration: float
-    prompt_id: int | None
-    path_end: int
-
-
 class MessageRecorder:
     """Saves one reply as it streams (`checkpoint`) and when it ends (`finish`): its parts,
     text, usage, status and timings.
 
     Each call is its own committed transaction, so a killed process loses at most the text
-    since the last checkpoint. A continued reply's recorder stores what came `earlier`
-    followed by the continuation.
+    since the last checkpoint.
     """
 
-    def __init__(self, store: HistoryStore, message_id: int, prompt_id: int | None = None,
-                 earlier: _Earlier | None = None) -> None:
+    def __init__(self, store: HistoryStore, message_id: int, prompt_id: int | None = None
+                 ) -> None:
         self.store = store
         self.message_id = message_id
         self.prompt_id = prompt_id
-        self._earlier = earlier
         self._checkpoints = True
 
     @property
@@ -254,15 +225,9 @@ class MessageRecorder:
         """The prompt's and the reply's message ids, as `Exchange.message_ids`."""
         return None if self.prompt_id is None else (self.prompt_id, self.message_id)
 
-    def _values(self, reply: Reply) -> tuple[Columns, Usage, float | None, float]:
-        earlier = self._earlier
-        if earlier is None:
-            return columns(reply.parts, reply.reasoning), reply.usage, reply.ttft, reply.elapsed
-        ttft = earlier.ttft
-        if ttft is None and reply.ttft is not None:
-            ttft = earlier.duration + reply.ttft
-        return (columns(run_on(earlier.parts, reply.parts), reply.reasoning),
-                earlier.usage + reply.usage, ttft, earlier.duration + reply.elapsed)
+    @staticmethod
+    def _values(reply: Reply) -> tuple[Columns, Usage, float | None, float]:
+        return columns(reply.parts, reply.reasoning), reply.usage, reply.ttft, reply.elapsed
 
     def checkpoint(self, reply: Reply) -> None:
         # After one failure, stop: each retry could block the chat for the lock timeout.
@@ -315,20 +280,10 @@ class MessageRecorder:
         self.store.write(write)
 
 
-def run_on(earlier: Sequence[Part], later: Sequence[Part]) -> list[Part]:
-    """A reply's parts and its continuation's, the continuation's text running on from the
-    reply's last text part as one part."""
-    parts = list(earlier)
-    for part in later:
-        if parts and isinstance(part, Text) and isinstance(parts[-1], Text):
-            parts[-1] = Text(parts[-1].text + part.text)
-        else:
-            parts.append(part)
-    return parts
-
-
 class _Unsaved:
     """The recorder for a reply whose prompt could not be saved."""
+
+    message_ids = None
 
     def checkpoint(self, reply: Reply) -> None:
         pass
@@ -352,4 +307,6 @@ def continue_conversation(config: Config, store: HistoryStore, cid: int | str) -
         if not loaded.label or loaded.label == loaded.model:
             raise
         model = config.resolve_model(loaded.label)
-    return Conversation(model, exchanges=loaded.exchanges, history=store.resume(loaded.id))
+    conversation = Conversation(model, history=store.resume(loaded.id))
+    conversation.restore(loaded.tree, loaded.chosen)
+    return conversation

@@ -100,6 +100,7 @@ class StoredMessage:
             error=None if self.error is None else provider_error(self.error_kind, self.error),
             started_at=0.0, first_token_at=self.ttft,
             ended_at=self.duration if self.duration is not None else 0.0,
+            continued=self.continuations,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -150,7 +151,9 @@ class SearchHit:
 
 @dataclass
 class LoadedConversation:
-    """What continuing a conversation needs: its model and its earlier exchanges.
+    """What continuing a conversation needs: its model and its exchanges, `exchanges` the
+    active path, `tree` all of them, every branch, in the order they were made, and
+    `chosen` the one active at each point of the tree.
 
     `model` is the model name the user chose (an alias or `provider:model`); `label` is the
     `provider:model` of the last reply, to fall back on when that alias no longer exists.
@@ -161,6 +164,8 @@ class LoadedConversation:
     model: str
     label: str
     exchanges: list[Exchange]
+    tree: list[Exchange]
+    chosen: list[Exchange]
 
 
 def message_from_row(row: sqlite3.Row, now: float, siblings: Siblings = ONLY,

@@ -274,26 +274,40 @@ class HistoryStore:
             messages=[message_from_row(rows[i], now, shape.siblings(i), data) for i in ids])
 
     def load(self, cid: int | str) -> LoadedConversation:
-        """The active path as exchanges (attachments with their bytes, message ids set), to
-        continue it with `turn.Conversation`."""
+        """The conversation as exchanges to continue with `turn.Conversation`: every branch
+        (each exchange with its parent, attachments with their bytes, message ids set), and
+        the active path through them."""
         from termchat.turn import Exchange
 
-        stored = self.get(cid, blobs=True)
-        exchanges, prompt = [], None
+        stored = self.tree(cid, blobs=True)
+        prompts = {m.id: m for m in stored.messages if m.role == "user"}
+        by_reply: dict[int, Exchange] = {}
+        tree: list[Exchange] = []
+        chosen: dict[Exchange | None, Exchange] = {}
         for message in stored.messages:
-            if message.role == "user":
-                prompt = message
+            if message.role != "assistant":
                 continue
-            # A prompt and its reply row are written in one transaction: they always pair up.
-            paired = prompt is not None and message.parent_id == prompt.id
-            exchanges.append(Exchange(
-                prompt.text if paired and prompt else "", message.to_reply(),
-                attachments=prompt.attachments if paired and prompt else (),
-                message_ids=(prompt.id, message.id) if paired and prompt else None))
-            prompt = None
-        replies = [m for m in stored.messages if m.role == "assistant"]
+            # A prompt and its reply row are written in one transaction: they pair up.
+            prompt = prompts.get(message.parent_id) if message.parent_id is not None else None
+            after = prompt.parent_id if prompt is not None else message.parent_id
+            parent = by_reply.get(after) if after is not None else None
+            exchange = Exchange(
+                prompt.text if prompt else "", message.to_reply(),
+                attachments=prompt.attachments if prompt else (), parent=parent,
+                asked=prompt.id if prompt else message.id,
+                message_ids=(prompt.id, message.id) if prompt else None)
+            by_reply[message.id] = exchange
+            tree.append(exchange)
+            if message.active and (prompt is None or prompt.active):
+                chosen[parent] = exchange
+        path: list[Exchange] = []
+        at: Exchange | None = None
+        while (at := chosen.get(at)) is not None:
+            path.append(at)
+        replies = [exchange.reply for exchange in path]
         label = f"{replies[-1].provider}:{replies[-1].model}" if replies else ""
-        return LoadedConversation(stored.id, stored.title, stored.model, label, exchanges)
+        return LoadedConversation(stored.id, stored.title, stored.model, label, path, tree,
+                                  list(chosen.values()))
 
     def siblings(self, message_id: int) -> Siblings:
         """A message's alternatives (its parent's children), oldest first, and its place."""

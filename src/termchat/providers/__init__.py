@@ -31,6 +31,9 @@ class ChatRequest:
     temperature: float | None = None
     max_tokens: int | None = None
     tools: tuple[ToolDefinition, ...] = ()
+    continuation: bool = False
+    """The last message is the assistant's reply so far: the model is to go on from its
+    end (Anthropic: as a prefill; OpenAI-compatible: with an instruction after it)."""
     extra: dict[str, object] = field(default_factory=dict)
 
 

@@ -43,6 +43,12 @@ async def _repair_event_streams(response: httpx2.Response) -> None:
         response.stream = _RepairedUtf8(response.stream)
 
 
+# A continuation without a prefill: the reply so far as the assistant's turn, then this.
+CONTINUE_INSTRUCTION = ("Your reply above was cut off. Continue it from exactly where it "
+                        "stopped: do not repeat anything, do not comment, start with the very "
+                        "next characters (a space or a line break if one comes next).")
+
+
 class SDKProvider:
     """The base of a provider built on one of the official SDKs (given as `sdk`)."""
 

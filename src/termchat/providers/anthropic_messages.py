@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ import anthropic
 
 from termchat.config import ModelConfig
 from termchat.content import ToolCall
+from termchat.errors import BadRequestError
 from termchat.events import (
     Event,
     Finish,
@@ -30,6 +32,9 @@ from termchat.untrusted import SurrogateJoiner, repair
 
 # The Messages API requires max_tokens; this is what a model gets when none is configured.
 DEFAULT_MAX_TOKENS = 8192
+# The 400 of a model that takes no prefill: "This model does not support assistant message
+# prefill. The conversation must end with a user message."
+_NO_PREFILL = re.compile(r"prefill|must end with a user message", re.IGNORECASE)
 
 
 class AnthropicMessages(SDKProvider):
@@ -44,12 +49,16 @@ class AnthropicMessages(SDKProvider):
 
     def __init__(self, model: ModelConfig, api_key: str) -> None:
         super().__init__(model, api_key, anthropic.AsyncAnthropic)
+        # Whether a continuation may end with the reply so far (a prefill); a model that
+        # refuses one turns this off for the session.
+        self._prefill = True
 
     def _params(self, request: ChatRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
             "model": self.model.model,
             "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
-            "messages": anthropic_parts.messages(request.messages),
+            "messages": anthropic_parts.messages(request.messages, request.continuation,
+                                                 self._prefill),
             "stream": True,
         }
         if request.system:
@@ -59,6 +68,9 @@ class AnthropicMessages(SDKProvider):
         # No temperature: the SDK (2.x) removed the parameter, and the API version it sends
         # (2026-10-21) answers 400 to temperature/top_p/top_k even at their defaults.
         params.update(request.extra)
+        if request.continuation and self._prefill:
+            # The API takes no prefill with extended thinking on; the reply goes on without.
+            params.pop("thinking", None)
         return params
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[Event, None]:
@@ -68,7 +80,15 @@ class AnthropicMessages(SDKProvider):
         # Content blocks by index: a tool_use's id, name and argument pieces, or a thinking
         # block's signature.
         blocks: dict[int, _Block] = {}
-        stream = await self._open(self._client.messages.create(**self._params(request)))
+        try:
+            stream = await self._open(self._client.messages.create(**self._params(request)))
+        except BadRequestError as exc:
+            if not (request.continuation and self._prefill and _NO_PREFILL.search(str(exc))):
+                raise
+            # This model takes no prefill (Claude 4.6 on): continue with an instruction, now
+            # and for the rest of the session.
+            self._prefill = False
+            stream = await self._open(self._client.messages.create(**self._params(request)))
         async with aclosing(self._items(stream, lambda: received)) as events:
             async for event in events:
                 kind = field(event, "type")

@@ -16,12 +16,19 @@ from termchat.content import (
     ToolDefinition,
     ToolResult,
 )
+from termchat.providers._base import CONTINUE_INSTRUCTION
 
 
-def messages(conversation: tuple[Message, ...]) -> list[dict[str, Any]]:
+def messages(conversation: tuple[Message, ...], continuation: bool = False,
+             prefill: bool = True) -> list[dict[str, Any]]:
     """The request's `messages`, alternating as the API wants: tool results are a user turn,
     and messages of one role in a row are one message. Empty turns are left out (the API
-    rejects them; a cancelled reply that never got text has none)."""
+    rejects them; a cancelled reply that never got text has none).
+
+    A continuation ends with the reply so far as the assistant's turn, which the model goes
+    on from (a prefill): its thinking left out, and without trailing white space, which the
+    API refuses there. Models that take no prefill (Claude 4.6 on) get the reply so far and
+    then an instruction to go on, as a user turn."""
     wire: list[dict[str, Any]] = []
     for message in conversation:
         role = "assistant" if message.role == "assistant" else "user"
@@ -32,11 +39,34 @@ def messages(conversation: tuple[Message, ...]) -> list[dict[str, Any]]:
             wire[-1]["content"].extend(blocks)
         else:
             wire.append({"role": role, "content": blocks})
+    if continuation and prefill and wire and wire[-1]["role"] == "assistant":
+        _prefill(wire)
+    elif continuation:
+        instruction = {"type": "text", "text": CONTINUE_INSTRUCTION}
+        if wire and wire[-1]["role"] == "user":
+            wire[-1]["content"].append(instruction)
+        else:
+            wire.append({"role": "user", "content": [instruction]})
     for entry in wire:
         content = entry["content"]
         if len(content) == 1 and content[0]["type"] == "text":
             entry["content"] = content[0]["text"]
     return wire
+
+
+def _prefill(wire: list[dict[str, Any]]) -> None:
+    content = [block for block in wire[-1]["content"]
+               if block["type"] not in ("thinking", "redacted_thinking")]
+    while content and content[-1]["type"] == "text":
+        text = content[-1]["text"].rstrip()
+        if text:
+            content[-1] = {"type": "text", "text": text}
+            break
+        content.pop()
+    if content:
+        wire[-1]["content"] = content
+    else:
+        wire.pop()
 
 
 def _block(part: Any) -> dict[str, Any] | None:

@@ -42,7 +42,8 @@ class OpenAIChat(SDKProvider):
     def _params(self, request: ChatRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
             "model": self.model.model,
-            "messages": openai_parts.messages(request.system, request.messages),
+            "messages": openai_parts.messages(request.system, request.messages,
+                                              request.continuation),
             "stream": True,
             "stream_options": {"include_usage": True},
         }

@@ -15,11 +15,14 @@ from termchat.content import (
     ToolResult,
     text_of,
 )
+from termchat.providers._base import CONTINUE_INSTRUCTION
 
 
-def messages(system: str | None, conversation: tuple[Message, ...]) -> list[dict[str, Any]]:
+def messages(system: str | None, conversation: tuple[Message, ...],
+             continuation: bool = False) -> list[dict[str, Any]]:
     """The request's `messages`: the system prompt, then each message; an assistant's tool
-    calls ride on it, and each result is a `tool` message of its own."""
+    calls ride on it, and each result is a `tool` message of its own. A continuation ends
+    with the instruction to go on."""
     wire: list[dict[str, Any]] = []
     if system:
         wire.append({"role": "system", "content": system})
@@ -40,6 +43,8 @@ def messages(system: str | None, conversation: tuple[Message, ...]) -> list[dict
         else:
             wire.extend({"role": "tool", "tool_call_id": part.call_id, "content": part.content}
                         for part in message.parts if isinstance(part, ToolResult))
+    if continuation:
+        wire.append({"role": "user", "content": CONTINUE_INSTRUCTION})
     return wire
 
 
