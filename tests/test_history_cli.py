@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import pty
+import re
 import shutil
 import signal
 import sqlite3
@@ -553,7 +554,11 @@ def test_show_marks_how_each_reply_ended(
     env, ids = library
     run = termchat(["--show", str(ids["regex"])], env)
     assert (run.returncode, run.stderr) == (0, b"")
-    assert lines_of(run.stdout) == [
+    # Each heading ends with its message's number, in the order they were written.
+    lines = lines_of(run.stdout)
+    numbers = [int(n) for n in re.findall(r"^--- .* · #(\d+)$", "\n".join(lines), re.M)]
+    assert len(numbers) == 6 and numbers == sorted(numbers)
+    assert [re.sub(r" · #\d+$", "", line) for line in lines] == [
         f"Conversation {ids['regex']}: Fix my regex",
         "model openai:gpt-4.1-mini · started 2024-05-01 10:00 · updated 2024-05-01 10:00 · "
         "6 messages",

@@ -99,16 +99,17 @@ def test_show_prints_the_branch_shown_with_tools_attachments_and_alternatives(
     run = termchat(["--show", str(cid)], env)
     assert (run.returncode, run.stderr) == (0, b"")
     reply_head = "assistant · openai:gpt-4.1-mini · finish stop · in 12 · out 34 · 1.5s"
+    m = [message.id for message in store.get(cid).messages]
     assert lines_of(run.stdout) == [
         f"Conversation {cid}: Time in Paris?",
         "model gpt · started 2024-05-01 09:00 · updated 2024-05-01 09:00 · 4 messages",
-        "", "--- user", "Time in Paris?", "[attached notes.md (31 B, text/plain)]",
-        "", f"--- {reply_head}", "Let me check.",
+        "", f"--- user · #{m[0]}", "Time in Paris?", "[attached notes.md (31 B, text/plain)]",
+        "", f"--- {reply_head} · #{m[1]}", "Let me check.",
         '[tool time__now {"tz": "Europe/Paris"} → ok]', "  11:00",
         '[tool files__read {"path": "x"} → denied]', "  The user declined.",
         "It is 11:00.",
-        "", "--- user", "And in Rome?",
-        "", f"--- {reply_head} (alternative 1 of 2)", "Also 11:00."]
+        "", f"--- user · #{m[2]}", "And in Rome?",
+        "", f"--- {reply_head} (alternative 1 of 2) · #{m[3]}", "Also 11:00."]
 
 
 def test_show_on_a_terminal_keeps_a_hostile_tool_result_off_the_terminal(

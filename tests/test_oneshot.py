@@ -36,7 +36,8 @@ from tests.support.cli import (
 from tests.support.models import closed_port
 
 UNCAPPED = ("no --max-tokens was set, so the server's own limit or its context window ended it: "
-            "ask for a shorter answer, or start a new conversation")
+            "go on with termchat -c --continue-reply, ask for a shorter answer, or start a new "
+            "conversation")
 
 # --- the scripted runs --------------------------------------------------------------------
 
@@ -336,9 +337,11 @@ def test_unknown_usage_is_printed_as_unknown(results: dict[str, Result]) -> None
 
 @pytest.mark.parametrize(("case", "reason", "advice"), [
     ("cut-openai", "length — hit the length limit", UNCAPPED),
-    ("cut-openai-capped", "length — hit the length limit", "raise --max-tokens for more"),
+    ("cut-openai-capped", "length — hit the length limit",
+     "raise --max-tokens for more, or go on with termchat -c --continue-reply"),
     ("cut-openai-u", "length — hit the length limit", UNCAPPED),
-    ("cut-anthropic-u", "max_tokens — hit max_tokens", "raise --max-tokens for more")])
+    ("cut-anthropic-u", "max_tokens — hit max_tokens",
+     "raise --max-tokens for more, or go on with termchat -c --continue-reply")])
 def test_truncated_reply_warns_and_succeeds(results: dict[str, Result], case: str,
                                             reason: str, advice: str) -> None:
     result = results[case]

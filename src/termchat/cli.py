@@ -127,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
                             help="continue the most recent conversation (with no prompt on "
                             "a terminal: in the TUI)")
     continuing.add_argument("--cid", metavar="ID", help="continue conversation ID")
+    continuing.add_argument("--fork", metavar="ID[:MSG]",
+                            help="continue in a new conversation that starts as a copy of "
+                            "conversation ID, up to its message MSG (as --show numbers them) "
+                            "or all of it; the original is left as it is")
+    history.add_argument("--continue-reply", action="store_true",
+                         help="with -c or --cid: go on with the last reply from where it "
+                         "stopped (cut off or cancelled), in the same reply; takes no prompt")
     views = history.add_mutually_exclusive_group()
     views.add_argument("--list", action="store_true", help="list conversations, newest first")
     views.add_argument("--show", metavar="ID", help="print conversation ID (reasoning is "
@@ -149,7 +156,8 @@ _REPLY_OPTIONS = {
     "model": "-m/--model", "system": "-s/--system", "max_tokens": "--max-tokens",
     "temperature": "--temperature", "no_stream": "--no-stream", "json": "--json",
     "usage": "-u/--usage", "no_history": "--no-history", "continue_": "-c/--continue",
-    "cid": "--cid", "attach": "-a/--attach", "no_tools": "--no-tools",
+    "cid": "--cid", "fork": "--fork", "continue_reply": "--continue-reply",
+    "attach": "-a/--attach", "no_tools": "--no-tools",
     "allow_tool": "--allow-tool", "yes": "--yes",
 }
 # What --tools takes besides --config: whether each tool would run unasked.
@@ -190,7 +198,7 @@ def _main(argv: list[str], *, exit_now: bool = False) -> int:
                    and not (args.json or args.no_stream))
     store: HistoryStore | None = None
     conversation: Conversation | None = None
-    if args.continue_ or args.cid is not None:
+    if args.continue_ or args.cid is not None or args.fork is not None:
         store, conversation = _continued(config, args, history=history)
     if args.demo and not interactive:
         raise UsageError("--demo opens the chat TUI: run it on a terminal, without a prompt")
@@ -255,6 +263,13 @@ def _check(args: argparse.Namespace) -> str | None:
         raise UsageError("--temperature must be from 0 to 2")
     if args.limit is not None and args.limit <= 0:
         raise UsageError("--limit must be above 0")
+    if args.continue_reply:
+        if not (args.continue_ or args.cid is not None):
+            raise UsageError("--continue-reply goes on with a stored reply: give -c (the last "
+                             "conversation) or --cid ID")
+        if args.prompt or args.attach:
+            raise UsageError("--continue-reply takes no prompt or attachment: it asks the "
+                             "model to go on where the reply stopped")
     view = next((f"--{name}" for name in ("list", "show", "search", "export")
                  if _given(getattr(args, name))), None)
     if args.tools:
@@ -332,8 +347,8 @@ def _given(value: object) -> bool:
 
 def _continued(config: Config, args: argparse.Namespace, *,
               history: bool) -> tuple[HistoryStore, Conversation]:
-    """The open store and the stored conversation `-c` or `--cid` continues, with the
-    command line's model and overrides applied.
+    """The open store and the stored conversation `-c` or `--cid` continues (or the copy
+    `--fork` makes), with the command line's model and overrides applied.
 
     Continuing needs the history: when it is off or cannot be opened, this raises instead of
     chatting on without the earlier turns the user asked for.
@@ -345,7 +360,8 @@ def _continued(config: Config, args: argparse.Namespace, *,
         continue_conversation,
     )
 
-    flag = "--cid" if args.cid is not None else "-c/--continue"
+    flag = "--cid" if args.cid is not None else "--fork" if args.fork is not None \
+        else "-c/--continue"
     if not history:
         why = "--no-history" if args.no_history else f"history = false in {config.path}"
         raise UsageError(f"{flag} continues a stored conversation, but {why} turns the "
@@ -356,6 +372,8 @@ def _continued(config: Config, args: argparse.Namespace, *,
         raise HistoryError(f"cannot continue a conversation: {exc.reason}") from None
     try:
         cid = args.cid if args.cid is not None else store.last_conversation_id()
+        if args.fork is not None:
+            cid = store.fork(*_fork_point(args.fork))
         if cid is None:
             raise UsageError("-c/--continue: there is no conversation to continue yet; leave "
                              "out -c to start one")
@@ -366,6 +384,17 @@ def _continued(config: Config, args: argparse.Namespace, *,
         store.close()
         raise
     return store, conversation
+
+
+def _fork_point(value: str) -> tuple[str, int | None]:
+    """`--fork ID[:MSG]` as the conversation and the message (None: all of it)."""
+    cid, colon, message = value.partition(":")
+    if not colon:
+        return cid, None
+    if not message.isdecimal():
+        raise UsageError(f"--fork {value}: MSG is a message number as --show {cid} prints "
+                         "them (e.g. --fork 12:5)")
+    return cid, int(message)
 
 
 def _exit_now(code: int) -> NoReturn:

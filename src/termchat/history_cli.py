@@ -190,11 +190,12 @@ def _plain(part: TextPart | Attachment | ToolUse) -> str:
 
 
 def _describe(message: StoredMessage) -> str:
-    """A message's header: `user`, or how the reply ended (see `present.reply_header`), and
-    `(alternative 2 of 3)` when it has alternatives."""
+    """A message's header: `user`, or how the reply ended (see `present.reply_header`),
+    `(alternative 2 of 3)` when it has alternatives, and its number (`#12`, what `--fork
+    ID:12` takes)."""
     header = "user" if message.role == "user" else reply_header(message.to_reply())
     other = alternative(message.siblings)
-    return f"{header} ({other})" if other else header
+    return f"{header} ({other}) · #{message.id}" if other else f"{header} · #{message.id}"
 
 
 def _note(line: str) -> None:

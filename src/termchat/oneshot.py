@@ -53,7 +53,7 @@ from termchat.events import (
     ToolCallStarted,
     Usage,
 )
-from termchat.present import usage_line
+from termchat.present import continued, usage_line
 from termchat.turn import Conversation, Reply, Status
 from termchat.untrusted import SafeStream, json_text, repair, safe_line
 
@@ -67,13 +67,15 @@ if TYPE_CHECKING:
 
 # What to do about a reply that stopped early; truncation is still a success (exit 0).
 _CUT_ADVICE = {
-    FinishKind.LENGTH: "; raise --max-tokens for more",
+    FinishKind.LENGTH: "; raise --max-tokens for more, or go on with termchat -c "
+                       "--continue-reply",
     FinishKind.CONTEXT: "; shorten the input for more",
     FinishKind.FILTERED: "",
 }
 # A length finish with no cap sent: the server's own limit or its context window ended it.
 _UNCAPPED_ADVICE = ("; no --max-tokens was set, so the server's own limit or its context "
-                    "window ended it: ask for a shorter answer, or start a new conversation")
+                    "window ended it: go on with termchat -c --continue-reply, ask for a "
+                    "shorter answer, or start a new conversation")
 
 
 def run_oneshot(args: argparse.Namespace, conversation: Conversation,
@@ -89,9 +91,16 @@ def run_oneshot(args: argparse.Namespace, conversation: Conversation,
     the reply in its final state (complete, cancelled, error) before this returns, whatever
     happened: the caller may end the process at once.
     """
-    prompt, attachments = read_input(args.prompt, args.attach or [], sys.stdin)
+    continuing = bool(args.continue_reply)
+    attachments: tuple[Attachment, ...]
+    if continuing:
+        # Refused before anything is sent or stored.
+        conversation.resumable()
+        prompt, attachments = "", ()
+    else:
+        prompt, attachments = read_input(args.prompt, args.attach or [], sys.stdin)
     check_attachments(conversation, attachments)
-    warning = check_fit(conversation, prompt, attachments)
+    warning = None if continuing else check_fit(conversation, prompt, attachments)
     if warning is not None:
         print(safe_line(f"termchat: {warning}"), file=sys.stderr)
     run = _Run(conversation.model, _tool_session(args, conversation.model, tools), attachments)
@@ -103,7 +112,8 @@ def run_oneshot(args: argparse.Namespace, conversation: Conversation,
     error: TermchatError | None = None
     code = 0
     try:
-        asyncio.run(_exchange(conversation, prompt, attachments, sink, signals, run))
+        asyncio.run(_exchange(conversation, None if continuing else prompt, attachments,
+                              sink, signals, run))
     except (KeyboardInterrupt, asyncio.CancelledError):
         code = EXIT_TERMINATED if signals.terminated else EXIT_INTERRUPTED
     except TermchatError as exc:
@@ -118,7 +128,8 @@ def run_oneshot(args: argparse.Namespace, conversation: Conversation,
         silence(sys.stdout)
         return EXIT_BROKEN_PIPE
     # None when this run's exchange never started (a missing key): not an earlier reply.
-    reply = conversation.exchanges[-1].reply if len(conversation.exchanges) > earlier else None
+    reply = conversation.exchanges[-1].reply \
+        if continuing or len(conversation.exchanges) > earlier else None
     if error is not None and reply is not None:
         error = about_attachments(error, attachments, conversation.model, reply)
     if run.tools is not None:
@@ -414,9 +425,10 @@ class _Run:
         return window, share
 
 
-async def _exchange(conversation: Conversation, prompt: str,
+async def _exchange(conversation: Conversation, prompt: str | None,
                     attachments: tuple[Attachment, ...], sink: _Sink, signals: _Signals,
                     run: _Run) -> None:
+    """Send `prompt`, or with None stream the continuation of the reply `resume` readied."""
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, signals.terminate, task)
@@ -445,7 +457,10 @@ async def _exchange(conversation: Conversation, prompt: str,
             # request must offer their tools, so it waits for both.
             tools.start()
             conversation.tools, _ = await asyncio.gather(tools.runner(), conversation.prepare())
-        await conversation.send(prompt, on_event, attachments=attachments)
+        if prompt is None:
+            await conversation.continue_reply(on_event)
+        else:
+            await conversation.send(prompt, on_event, attachments=attachments)
     finally:
         gc.enable()
         try:
@@ -504,6 +519,8 @@ def usage_report(reply: Reply, run: _Run) -> str:
         fields.append(shown)
     if reply.rounds > 1:
         fields.append(f"{reply.rounds} rounds")
+    if reply.continued:
+        fields.append(continued(reply))
     return " · ".join(fields)
 
 
@@ -544,6 +561,7 @@ def json_result(reply: Reply | None, model: ModelConfig, error: TermchatError | 
         "attachments": [{"name": a.name, "media_type": a.media_type, "kind": str(a.kind),
                          "size": a.size} for a in (run.attachments if run else ())],
         "rounds": reply.rounds if reply is not None else 0,
+        "continued": reply.continued if reply is not None else 0,
         "round_usage": [],
         "round_limit": reply.round_limit if reply is not None else False,
         "tool_calls": [],

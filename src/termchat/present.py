@@ -121,7 +121,14 @@ def reply_header(reply: Reply) -> str:
         fields += usage_fields(reply.usage)
     if reply.ended_at:
         fields.append(f"{reply.elapsed:.1f}s")
+    if reply.continued:
+        fields.append(continued(reply))
     return " · ".join(fields)
+
+
+def continued(reply: Reply) -> str:
+    """`continued`, `continued 2 times`: a reply that went on after it stopped."""
+    return "continued" if reply.continued == 1 else f"continued {reply.continued} times"
 
 
 def reply_footer(reply: Reply) -> str:

@@ -767,16 +767,22 @@ class Conversation:
         """Ready the reply of `exchange` (the last by default) to go on from where it stopped;
         stream it with `stream`, which appends to the same reply. Raises `UsageError` when
         there is nothing to continue."""
+        target = self.resumable(exchange)
+        self.provider()
+        if self.history is not None and target.message_ids is not None:
+            target.recorder = self.history.continue_reply(target.message_ids[1])
+        target.reply.resume()
+        return target
+
+    def resumable(self, exchange: Exchange | None = None) -> Exchange:
+        """The exchange `resume` would continue, changing nothing; raises `UsageError` with
+        why when there is nothing to continue."""
         target = self._on_path(exchange)
         if target is not self.exchanges[-1]:
             raise UsageError("Only the last reply can be continued.")
         if not target.reply.can_continue:
             raise UsageError("The last reply was not cut off, so there is nothing to "
                              "continue; regenerate it for a new one.")
-        self.provider()
-        if self.history is not None and target.message_ids is not None:
-            target.recorder = self.history.continue_reply(target.message_ids[1])
-        target.reply.resume()
         return target
 
     async def continue_reply(self, on_event: EventSink | None = None) -> Exchange:
