@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from termchat.config import (
     config_path,
     data_dir,
     load_config,
+    save_theme,
 )
 from termchat.errors import ConfigError, MissingKeyError
 
@@ -198,3 +200,40 @@ def test_out_of_range_values_are_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="above 0"):
         load_config(str(path), env={})
 
+
+
+# --- keys and theme -------------------------------------------------------------------------
+
+def test_keys_remap_termchat_bindings_by_id(tmp_path: Path) -> None:
+    config = load_config(str(write(tmp_path, '[keys]\nsubmit = "ctrl+s"\nnewline = "enter"\n'
+                                             'regenerate = "f5,ctrl+t"\n')), env={})
+    assert config.keys == {"submit": "ctrl+s", "newline": "enter", "regenerate": "f5,ctrl+t"}
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ('[keys]\nsumbit = "ctrl+s"\n', "unknown key 'keys.sumbit' (line 2); did you mean 'submit'"),
+    ('[keys]\nsubmit = 5\n', "wrong type for 'keys.submit' (line 2); it must be a string"),
+    ('[keys]\nsubmit = "Ctrl S"\n', "not a key list in 'keys.submit' (line 2)"),
+    ('theme = 3\n', "wrong type for 'theme' (line 1)")])
+def test_bad_keys_and_themes_are_one_sentence_with_the_line(tmp_path: Path, text: str,
+                                                           says: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        load_config(str(write(tmp_path, text)), env={})
+
+
+def test_saving_the_theme_keeps_the_rest_of_the_file(tmp_path: Path) -> None:
+    text = ('# my settings\ndefault_model = "gpt"\n\n[models.gpt]\nprovider = "openai"\n'
+            '# theme = "not this one"\n')
+    path = write(tmp_path, text, mode=0o640)
+    save_theme(path, "nord")
+    assert path.read_text() == ('# my settings\ndefault_model = "gpt"\ntheme = "nord"\n\n'
+                                '[models.gpt]\nprovider = "openai"\n# theme = "not this one"\n')
+    save_theme(path, "gruvbox")
+    assert path.read_text().count("theme = ") == 2  # its own line replaced, the comment kept
+    assert load_config(str(path), env={}).theme == "gruvbox"
+    assert path.stat().st_mode & 0o777 == 0o640
+
+    fresh = tmp_path / "new" / "config.toml"
+    save_theme(fresh, "textual-light")
+    assert fresh.read_text() == 'theme = "textual-light"\n'
+    assert fresh.stat().st_mode & 0o777 == 0o600

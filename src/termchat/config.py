@@ -60,6 +60,8 @@ _TOP_KEYS: dict[str, tuple[type, ...]] = {
     "models": (dict,),
     "tools": (dict,),
     "mcp": (dict,),
+    "keys": (dict,),
+    "theme": (str,),
 }
 # A model's `tools` choice is checked by termchat.tools.config; it is not a ModelConfig field.
 _MODEL_TOOLS_KEY: dict[str, tuple[type, ...]] = {"tools": (list, bool)}
@@ -183,6 +185,10 @@ class Config:
     defaults: dict[str, Any] = field(default_factory=dict)
     models: dict[str, ModelConfig] = field(default_factory=dict)
     tools: ToolsConfig = field(default_factory=ToolsConfig)
+    keys: dict[str, str] = field(default_factory=dict)
+    """`[keys]`: binding id -> keys (see termchat.keys), for Textual's keymap."""
+    theme: str | None = None
+    """The TUI's Textual theme; the palette's theme choice is written back here."""
     warnings: tuple[str, ...] = ()
 
     def resolve_model(self, name: str | None = None,
@@ -341,13 +347,33 @@ def _validate(path: Path, text: str, data: dict[str, Any], env: Mapping[str, str
                                f"name a [models.NAME] alias ({', '.join(models) or 'none yet'})"
                                " or provider:model")
 
+    keys = data.get("keys", {})
+    _check_keys(checker, keys)
     warnings: list[str] = []
     if any(m.api_key for m in models.values()) and _readable_by_others(path):
         warnings.append(f"warning: {path} holds an API key and other users can read it; "
                         f"run: chmod 600 {shlex.quote(str(path))}")
     return Config(path=path, exists=True, default_model=default_model,
                   history=data.get("history", True), defaults=dict(defaults), models=models,
-                  tools=tools, warnings=tuple(warnings))
+                  tools=tools, keys=dict(keys), theme=data.get("theme"),
+                  warnings=tuple(warnings))
+
+
+_KEY_NAME = re.compile(r"[a-z0-9_]+(\+[a-z0-9_]+)*")
+
+
+def _check_keys(checker: _Checker, table: Mapping[str, Any]) -> None:
+    """`[keys]`: each a binding termchat has, given keys Textual can name (`ctrl+s`,
+    `f2`, `alt+left`, several with commas)."""
+    from termchat.keys import BINDINGS
+
+    checker.check(table, dict.fromkeys(BINDINGS, (str,)), "keys.")
+    for name, value in table.items():
+        chosen = [key.strip() for key in value.split(",")]
+        if not all(_KEY_NAME.fullmatch(key) for key in chosen):
+            raise checker.fail(f"keys.{name}", "not a key list in",
+                               'write keys as Textual names them, e.g. "ctrl+s" or '
+                               '"f2,ctrl+e"')
 
 
 def _check_ranges(checker: _Checker, table: Mapping[str, Any], prefix: str) -> None:
@@ -400,3 +426,35 @@ def _readable_by_others(path: Path) -> bool:
         return bool(path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH))
     except OSError:
         return False
+
+
+_THEME_LINE = re.compile(r"^theme\s*=.*$", re.MULTILINE)
+_FIRST_TABLE = re.compile(r"^[ \t]*\[", re.MULTILINE)
+
+
+def save_theme(path: Path, theme: str) -> None:
+    """Write `theme = "NAME"` into the config file at `path` (created, only readable by its
+    user, when there is none): the line replaced where it is, or added before the first
+    table, the rest of the file (comments included) left as it was. Raises `ConfigError`."""
+    import json
+    import tempfile
+
+    line = f"theme = {json.dumps(theme)}"
+    try:
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        top = _FIRST_TABLE.search(text)
+        head, tail = (text[:top.start()], text[top.start():]) if top else (text, "")
+        if _THEME_LINE.search(head):
+            head = _THEME_LINE.sub(lambda _: line, head, count=1)
+        else:
+            head = f"{head.rstrip()}\n{line}\n\n" if head.strip() else f"{line}\n\n"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent,
+                                         delete=False, prefix=".config-") as out:
+            out.write((head + tail).rstrip("\n") + "\n")
+        os.chmod(out.name, mode)
+        os.replace(out.name, path)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot save the theme ({exc.strerror or exc}); the "
+                          "choice lasts until you quit.") from None
