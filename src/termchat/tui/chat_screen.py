@@ -22,11 +22,12 @@ from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
 from termchat.config import Config, ModelConfig
 from termchat.errors import ConfigError, TermchatError
-from termchat.events import Event, ReasoningDelta, TextDelta
+from termchat.events import Event, ReasoningDelta, TextDelta, Usage
 from termchat.history.recording import ConversationRecord
 from termchat.tui.blocks import Prerender
 from termchat.tui.conversation import ConversationView, Pending, estimate_rows
 from termchat.tui.messages import AssistantMessage, ErrorLine, NoteLine, UserMessage
+from termchat.tui.meter import CostScreen, Meter, error_text
 from termchat.tui.notices import notify
 from termchat.tui.prompt import PromptInput
 from termchat.tui.status import StatusBar
@@ -90,6 +91,8 @@ class ChatScreen(Screen[None]):
         self._worker: Worker[None] | None = None
         self._connecting = False
         self.last_reply: Reply | None = None
+        # Cost and context (termchat.tui.meter).
+        self.meter = Meter(self, config, self._update_status)
 
     def compose(self) -> ComposeResult:
         yield ConversationView(id="conversation")
@@ -108,9 +111,15 @@ class ChatScreen(Screen[None]):
         self.post_message(self.Ready())
         # The provider's SDK loads in the background once the first frame is out.
         self.call_after_refresh(self._prepare)
+        # genai-prices after it, for the cost and context meter.
+        self.call_after_refresh(self._preload_prices)
 
     def _prepare(self) -> None:
         self.run_worker(self.conversation.prepare(), group="prepare", exit_on_error=False)
+
+    def _preload_prices(self) -> None:
+        self.run_worker(self.meter.preload(self.conversation), group="prices",
+                        exit_on_error=False)
 
     async def _painted(self) -> None:
         """Wait until the screen has been drawn with what was just mounted."""
@@ -208,6 +217,11 @@ class ChatScreen(Screen[None]):
             self.notify("A reply is still streaming: press Escape to cancel it first.",
                         severity="warning")
             return
+        # A request that clearly cannot fit waits (said once; Enter again sends it).
+        warning = self.meter.will_not_fit(self.conversation, message.text, ())
+        if warning is not None:
+            notify(self, warning, title="Too long", severity="warning", timeout=12)
+            return
         self.query_one(PromptInput).clear()
         self._worker = self._send(message.text)
         self.refresh_bindings()
@@ -263,6 +277,8 @@ class ChatScreen(Screen[None]):
                     widget.append_reasoning(piece)
                     view.content_grew()
             else:
+                if isinstance(event, Usage):
+                    self.meter.saw(reply)
                 self._update_status()  # usage, finish or a retry: rare, shown at once
             if reply.status is not shown:
                 shown = reply.status
@@ -278,7 +294,7 @@ class ChatScreen(Screen[None]):
             cancelled = True
             raise
         except TermchatError as exc:
-            error = safe_line(exc.message)
+            error = safe_line(error_text(exc))
         except Exception as exc:
             # A bug in termchat: the reply so far stays, and the user hears about it.
             error = safe_line(f"termchat failed ({type(exc).__name__}: {exc}); what arrived "
@@ -307,6 +323,7 @@ class ChatScreen(Screen[None]):
 
     def _finished(self, widget: AssistantMessage, exchange: Exchange) -> None:
         widget.finish(exchange.reply.status)
+        self.meter.finished(self.conversation, exchange)
         # After the final frame has gone out, not before it.
         self.set_timer(0.1, _keep_out_of_gc)
         self.query_one(ConversationView).content_grew()
@@ -335,8 +352,13 @@ class ChatScreen(Screen[None]):
         status = self.query_one(StatusBar)
         label = "demo · built-in local server · F1 set up" if self.demo is not None \
             else self.conversation.model.label
-        status.show(label, self.last_reply,
-                    timings=self.show_timings, connecting=self._connecting)
+        status.show(label, self.last_reply, timings=self.show_timings,
+                    connecting=self._connecting,
+                    gauge=self.meter.gauge(self.conversation, self.last_reply))
+
+    def action_show_cost(self) -> None:
+        """The detail view: each reply's tokens and cost, the chat's, and the context."""
+        self.app.push_screen(CostScreen(self.meter.report(self.conversation)))
 
     def action_new_conversation(self) -> None:
         if self.streaming:
@@ -369,7 +391,8 @@ class ChatScreen(Screen[None]):
         record = self.conversation.history
         open_id = record.id if isinstance(record, ConversationRecord) else None
         self.app.push_screen(HistoryScreen(self.history, open_id=open_id,
-                                           cursor_blink=self.cursor_blink),
+                                           cursor_blink=self.cursor_blink,
+                                           cost=self.meter.stored_cost),
                              self._open_stored)
 
     def _history_off(self) -> str:
