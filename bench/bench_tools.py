@@ -1,9 +1,14 @@
-"""Time the MCP tools runtime: server start-up, the event loop's longest stall meanwhile, and
-termchat's own overhead per tool call.
+"""Time the MCP tools runtime: server start-up, the event loop's longest stall meanwhile,
+termchat's own overhead per tool call, and per tool round.
 
 Each start-up is a fresh ToolBox in a fresh process (so the first one pays for importing the
 SDK, in a thread); the call overhead is `ToolBox.call` against the SDK's bare
 `ClientSession.call_tool` on the same echo tool, median of 50 each.
+
+The round overhead is a whole turn through the real SDKs against the local provider server:
+from the model's finish asking for a tool (the finish event reaching the turn) to the
+follow-up request arriving at the server, less the tool's own run (ToolRunning to
+ToolFinished). Beside it, the floor: the bare SDK sending a request to the same server.
 
     .venv/bin/python bench/bench_tools.py            # 5 start-ups per server
     .venv/bin/python bench/bench_tools.py --quick    # 2, for a CI smoke run
@@ -98,6 +103,99 @@ async def call_overhead(log_dir: Path) -> dict[str, float]:
         return figures
 
 
+ROUNDS = 40
+
+
+async def round_overhead(log_dir: Path) -> dict[str, float]:
+    """Median per-round overhead of a tool turn, and the bare SDK's request floor, per provider."""
+    from tests.support.models import model_for
+
+    from termchat.devserver import ProviderServer, Script
+    from termchat.devserver import ToolCall as ScriptedCall
+    from termchat.events import Event, Finish, ToolFinished, ToolRunning
+    from termchat.tools.policy import ApprovalPolicy, Choice
+    from termchat.tools.runner import ToolRunner
+    from termchat.turn import Conversation
+
+    async def never_asked(call: object) -> Choice:
+        raise AssertionError("--yes: nothing is asked")
+
+    figures: dict[str, float] = {}
+    box = ToolBox([script_server("t")], log_dir=log_dir)
+    await box.wait_ready()
+    try:
+        with ProviderServer() as server:
+            for provider in ("openai", "anthropic"):
+                chat = Conversation(model_for(server, provider))
+                chat.tools = ToolRunner(box, ApprovalPolicy({}, yes=True), never_asked,
+                                        max_rounds=4)
+                overheads, tool_runs = [], []
+                for _ in range(ROUNDS + 5):
+                    server.queue(Script(text="Checking.", tool_calls=[
+                        ScriptedCall("t__echo", '{"text": "hello"}')]), Script(text="Done."))
+                    marks: dict[str, float] = {}
+
+                    def mark(event: Event, marks: dict[str, float] = marks) -> None:
+                        name = {Finish: "finish", ToolRunning: "running",
+                                ToolFinished: "finished"}.get(type(event))
+                        if name is not None:
+                            marks.setdefault(name, time.monotonic())
+
+                    chat.exchanges.clear()
+                    await chat.send("echo hello", mark)
+                    arrived = server.requests[-1].received_at
+                    tool = marks["finished"] - marks["running"]
+                    overheads.append(arrived - marks["finish"] - tool)
+                    tool_runs.append(tool)
+                floor = await _sdk_floor(server, provider)
+                await chat.aclose()
+                figures[f"{provider}_round_ms"] = statistics.median(overheads[5:]) * 1000
+                figures[f"{provider}_round_p90_ms"] = sorted(overheads[5:])[
+                    int(ROUNDS * 0.9)] * 1000
+                figures[f"{provider}_tool_ms"] = statistics.median(tool_runs[5:]) * 1000
+                figures[f"{provider}_floor_ms"] = floor * 1000
+    finally:
+        await box.aclose()
+    return figures
+
+
+async def _sdk_floor(server: object, provider: str) -> float:
+    """Median time for the bare SDK to get a streaming request to the server."""
+    from termchat.devserver import ProviderServer, Script
+
+    assert isinstance(server, ProviderServer)
+    times = []
+    if provider == "openai":
+        import openai
+
+        oa = openai.AsyncOpenAI(base_url=server.openai_base_url, api_key="sk-bench",
+                                max_retries=0)
+        for _ in range(ROUNDS + 5):
+            server.queue(Script(text="x"))
+            began = time.monotonic()
+            stream = await oa.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}], stream=True)
+            times.append(server.requests[-1].received_at - began)
+            async for _chunk in stream:
+                pass
+        await oa.close()
+    else:
+        import anthropic
+
+        an = anthropic.AsyncAnthropic(base_url=server.anthropic_base_url, api_key="sk-bench",
+                                      max_retries=0)
+        for _ in range(ROUNDS + 5):
+            server.queue(Script(text="x"))
+            began = time.monotonic()
+            async with an.messages.stream(model="m", max_tokens=64, messages=[
+                    {"role": "user", "content": "hi"}]) as stream:
+                times.append(server.requests[-1].received_at - began)
+                async for _event in stream:
+                    pass
+        await an.close()
+    return statistics.median(times[5:])
+
+
 def in_fresh_process(what: str, *args: str) -> dict[str, float]:
     done = subprocess.run([sys.executable, __file__, "--child", what, *args],
                           capture_output=True, text=True, check=True)
@@ -113,6 +211,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             if options.child[0] == "start":
                 result = asyncio.run(start_once(options.child[1], Path(tmp)))
+            elif options.child[0] == "rounds":
+                result = asyncio.run(round_overhead(Path(tmp)))
             else:
                 result = asyncio.run(call_overhead(Path(tmp)))
         print(json.dumps(result))
@@ -134,6 +234,16 @@ def main() -> None:
     for server, label in (("t", "stdio"), ("web", "streamable HTTP")):
         box, sdk = figures[f"{server}_box_ms"], figures[f"{server}_sdk_ms"]
         print(f"{label:34} {box:10.2f} {sdk:12.2f} {box - sdk:12.2f}")
+    rounds = in_fresh_process("rounds")
+    print(f"\n{'tool round, median of ' + str(ROUNDS):34} {'round ms':>10} {'p90 ms':>8} "
+          f"{'SDK floor ms':>13} {'termchat ms':>12} {'(tool ran ms)':>14}")
+    for provider in ("openai", "anthropic"):
+        total, floor = rounds[f"{provider}_round_ms"], rounds[f"{provider}_floor_ms"]
+        print(f"{provider:34} {total:10.2f} {rounds[provider + '_round_p90_ms']:8.2f} "
+              f"{floor:13.2f} {total - floor:12.2f} {rounds[provider + '_tool_ms']:14.2f}")
+    print("(round: the model's finish asking for a tool to the follow-up request arriving, "
+          "less the tool's run; target <= 20 ms median. SDK floor: a bare SDK request "
+          "arriving; termchat: round less floor)")
 
 
 if __name__ == "__main__":

@@ -84,8 +84,11 @@ class Reply:
     retry_at: float = 0.0
     rounds: int = 0
     """Requests this reply took (one, plus one per tool round)."""
-    round_usage: Usage = field(default_factory=Usage)
-    """The last round's usage (`usage` is the sum over rounds)."""
+    round_usages: list[Usage] = field(default_factory=list)
+    """Each round's usage, in order (`usage` is their sum)."""
+    round_finishes: list[Finish | None] = field(default_factory=list)
+    """Each round's finish as the server gave it (`tool_calls`, `tool_use`, then `stop`...);
+    None for a round that ended without one (cancelled, cut off)."""
     round_limit: bool = False
     """The model still asked for tools when the round limit ended the turn."""
     _text: list[str] = field(default_factory=list, repr=False)
@@ -93,6 +96,11 @@ class Reply:
     # The text or reasoning part still streaming: its kind and pieces (joined when it ends).
     _open: tuple[type[Text] | type[Reasoning], list[str]] | None = field(default=None,
                                                                        repr=False)
+
+    @property
+    def last_usage(self) -> Usage:
+        """The last request's usage: what the context held when the reply ended."""
+        return self.round_usages[-1] if self.round_usages else Usage()
 
     def __post_init__(self, initial_text: str, initial_parts: list[Part] | None) -> None:
         if initial_parts:
@@ -207,7 +215,11 @@ class ToolRunner(Protocol):
     face to the turn."""
 
     max_rounds: int
-    definitions: tuple[ToolDefinition, ...]
+
+    @property
+    def definitions(self) -> tuple[ToolDefinition, ...]:
+        """The tools offered to the model (read when the turn's first request is built)."""
+        ...
 
     async def run(self, call: ToolCall, on_event: EventSink | None) -> ToolResult:
         """Run `call` (approved, denied, failed: always a result); cancelling the task
@@ -229,6 +241,7 @@ async def run_turn(provider: Provider, request: ChatRequest, reply: Reply,
     had; provider errors leave it `error` / `interrupted` and are re-raised. The recorder
     sees checkpoints while it streams and the final state once.
     """
+    context = request.messages  # each round sends this and the reply's rounds so far
     try:
         while True:
             await _round(provider, request, reply, on_event, recorder)
@@ -250,7 +263,7 @@ async def run_turn(provider: Provider, request: ChatRequest, reply: Reply,
                 await deliver(on_event, ToolFinished(result))
                 if recorder is not None:
                     recorder.checkpoint(reply)
-            request = replace(request, messages=(*request.messages, *rounds(reply.parts)))
+            request = replace(request, messages=(*context, *rounds(reply.parts)))
         reply.status = Status.COMPLETE
     except asyncio.CancelledError:
         reply.status = Status.CANCELLED
@@ -277,7 +290,9 @@ async def _round(provider: Provider, request: ChatRequest, reply: Reply,
                  on_event: EventSink | None, recorder: Recorder | None) -> None:
     """One request and its streamed answer, retried while nothing of it has arrived."""
     reply.rounds += 1
-    earlier, reply.round_usage = reply.usage, Usage()
+    earlier = reply.usage
+    reply.round_usages.append(Usage())
+    reply.round_finishes.append(None)
     attempt = 1
     while True:
         heard = len(reply.parts), len(reply.text)
@@ -323,11 +338,10 @@ async def _stream(provider: Provider, request: ChatRequest, reply: Reply, earlie
                     reply.status = Status.STREAMING
                     reply.add(call)
                 case Usage():
-                    reply.round_usage = reply.round_usage.merge(event)
-                    reply.usage = earlier + reply.round_usage if reply.rounds > 1 \
-                        else reply.round_usage
+                    reply.round_usages[-1] = this_round = reply.round_usages[-1].merge(event)
+                    reply.usage = earlier + this_round if reply.rounds > 1 else this_round
                 case Finish():
-                    reply.finish = event
+                    reply.finish = reply.round_finishes[-1] = event
             await deliver(on_event, event)
             if recorder is not None and time.monotonic() >= next_checkpoint:
                 next_checkpoint = time.monotonic() + CHECKPOINT_SECONDS
@@ -369,6 +383,9 @@ class Exchange:
     recorder: Recorder | None = None
     attachments: tuple[Attachment, ...] = ()
     """Files sent with the prompt, in order, after its text."""
+    message_ids: tuple[int, int] | None = None
+    """Where the history keeps it, for an exchange loaded from there: its prompt's and its
+    reply's message ids (to regenerate, edit, continue or flip alternatives)."""
 
     def prompt_message(self) -> Message:
         text: tuple[Part, ...] = (Text(self.prompt),) if self.prompt else ()
