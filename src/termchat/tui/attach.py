@@ -22,6 +22,7 @@ from textual.widgets.option_list import Option
 
 from termchat import attachments as files
 from termchat.content import Attachment
+from termchat.errors import BadRequestError, TermchatError
 from termchat.tui.notices import notify
 from termchat.untrusted import Safe, safe, safe_line
 
@@ -50,6 +51,21 @@ def load_checked(path: str, provider: str, cwd: Path) -> Attachment:
     attachment = files.load(target, name=path)
     files.check(attachment, provider)
     return attachment
+
+
+def rejected(error: TermchatError, attachments: Sequence[Attachment], model: str) -> str | None:
+    """A server's refusal of a prompt's images or PDFs in one sentence that names them and
+    says what to do here; None for any other error."""
+    if not attachments or not isinstance(error, BadRequestError):
+        return None
+    refused = files.rejection(error.message, attachments)
+    if refused is None:
+        return None
+    kinds = refused.kinds
+    return (f"{refused.host} rejected the request with {refused.names} attached "
+            f"({refused.status}: {refused.message}); {safe_line(model)} there may not take "
+            f"{kinds}: remove {'it' if len(refused.named) == 1 else 'them'} (Shift+Tab, then "
+            f"Delete) and send again, or switch to a model that takes {kinds}.")
 
 
 # -- completion ------------------------------------------------------------------------------

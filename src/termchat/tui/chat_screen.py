@@ -9,6 +9,7 @@ import gc
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textual import work
@@ -21,9 +22,11 @@ from textual.widgets import Footer
 from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
 from termchat.config import Config, ModelConfig
+from termchat.content import Attachment
 from termchat.errors import ConfigError, TermchatError
-from termchat.events import Event, ReasoningDelta, TextDelta, Usage
+from termchat.events import Event, ReasoningDelta, TextDelta
 from termchat.history.recording import ConversationRecord
+from termchat.tui.attach import AttachmentTray, AttachScreen, rejected, sent_with
 from termchat.tui.blocks import Prerender
 from termchat.tui.conversation import ConversationView, Pending, estimate_rows
 from termchat.tui.messages import AssistantMessage, ErrorLine, NoteLine, UserMessage
@@ -65,6 +68,7 @@ class ChatScreen(Screen[None]):
         Binding("ctrl+o", "copy_reply", "Copy reply"),
         Binding("ctrl+g", "copy_code", "Copy code"),
         Binding("ctrl+r", "history", "History"),
+        Binding("ctrl+t", "attach", "Attach file"),
         Binding("f1", "setup", "Set up a model"),
     ]
 
@@ -96,6 +100,7 @@ class ChatScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield ConversationView(id="conversation")
+        yield AttachmentTray(id="tray")
         prompt_input = PromptInput(id="prompt")
         prompt_input.cursor_blink = self.cursor_blink
         yield prompt_input
@@ -148,12 +153,13 @@ class ChatScreen(Screen[None]):
     def _pending(self, exchange: Exchange) -> Pending:
         """An exchange as the view mounts it when it comes near."""
         prompt, text = exchange.prompt, exchange.reply.text
+        attachments = exchange.attachments
         status = exchange.reply.status
         ahead: Prerender | None = None
 
         def make() -> list[Widget]:
             rendered = ahead.renderer if ahead is not None and ahead.done else None
-            return [UserMessage(safe(prompt)),
+            return [UserMessage(safe(prompt)), *sent_with(attachments),
                     AssistantMessage(safe(text), status=status, rendered=rendered)]
 
         estimates: dict[int, int] = {}
@@ -162,7 +168,7 @@ class ChatScreen(Screen[None]):
             if width not in estimates:
                 # The messages' own padding taken off (an estimate: mounting measures it).
                 marked = 2 if status is not Status.COMPLETE else 0
-                estimates[width] = (estimate_rows(prompt, width - 3)
+                estimates[width] = (estimate_rows(prompt, width - 3) + len(attachments)
                                     + estimate_rows(text, width - 5) + 2 + marked)
             return estimates[width]
 
@@ -217,20 +223,38 @@ class ChatScreen(Screen[None]):
             self.notify("A reply is still streaming: press Escape to cancel it first.",
                         severity="warning")
             return
+        if not self.query_one(AttachmentTray).chips.attachments and "@" not in message.text:
+            self._submit(message.text, ())  # nothing to load: sent in this frame
+        else:
+            self._gather(message.text)
+
+    @work(exclusive=True, group="gather")
+    async def _gather(self, prompt: str) -> None:
+        """Load and check the chips' and the `@path`s' files (in a thread), then send."""
+        earlier = [attachment for exchange in self.conversation.exchanges
+                   if exchange.in_context for attachment in exchange.attachments]
+        attachments = await self.query_one(AttachmentTray).gather(
+            prompt, self.conversation.model.provider, earlier, Path.cwd())
+        if attachments is not None and not self.streaming \
+                and self.query_one(PromptInput).text == prompt:
+            self._submit(prompt, attachments)
+
+    def _submit(self, prompt: str, attachments: tuple[Attachment, ...]) -> None:
         # A request that clearly cannot fit waits (said once; Enter again sends it).
-        warning = self.meter.will_not_fit(self.conversation, message.text, ())
+        warning = self.meter.will_not_fit(self.conversation, prompt, attachments)
         if warning is not None:
             notify(self, warning, title="Too long", severity="warning", timeout=12)
             return
         self.query_one(PromptInput).clear()
-        self._worker = self._send(message.text)
+        self.query_one(AttachmentTray).chips.take()
+        self._worker = self._send(prompt, attachments)
         self.refresh_bindings()
 
     @work(exclusive=True, group="reply", exit_on_error=False)
-    async def _send(self, prompt: str) -> None:
+    async def _send(self, prompt: str, attachments: tuple[Attachment, ...]) -> None:
         view = self.query_one(ConversationView)
         view.following = True
-        await view.mount(UserMessage(safe(prompt)))
+        await view.mount(UserMessage(safe(prompt)), *sent_with(attachments))
         view.content_grew()
         # The prompt is on screen in the frame after Enter, before anything that takes time.
         await self._painted()
@@ -247,7 +271,7 @@ class ChatScreen(Screen[None]):
                 and not self.conversation.exchanges:
             self.conversation.history = self.history.new_conversation()
         try:
-            exchange = self.conversation.start(prompt)
+            exchange = self.conversation.start(prompt, attachments)
         except TermchatError as exc:
             await view.mount(ErrorLine(safe_line(exc.message)))
             self._restore_prompt(prompt)
@@ -277,8 +301,6 @@ class ChatScreen(Screen[None]):
                     widget.append_reasoning(piece)
                     view.content_grew()
             else:
-                if isinstance(event, Usage):
-                    self.meter.saw(reply)
                 self._update_status()  # usage, finish or a retry: rare, shown at once
             if reply.status is not shown:
                 shown = reply.status
@@ -294,7 +316,8 @@ class ChatScreen(Screen[None]):
             cancelled = True
             raise
         except TermchatError as exc:
-            error = safe_line(error_text(exc))
+            error = safe_line(rejected(exc, attachments, self.conversation.model.label)
+                              or error_text(exc, len(attachments)))
         except Exception as exc:
             # A bug in termchat: the reply so far stays, and the user hears about it.
             error = safe_line(f"termchat failed ({type(exc).__name__}: {exc}); what arrived "
@@ -331,7 +354,8 @@ class ChatScreen(Screen[None]):
         self.call_after_refresh(self.refresh_bindings)
 
     def _restore_prompt(self, prompt: str) -> None:
-        """Put a failed prompt back so nothing the user typed is lost."""
+        """Put a failed prompt back, and its chips, so nothing the user chose is lost."""
+        self.query_one(AttachmentTray).chips.give_back()
         prompt_input = self.query_one(PromptInput)
         current = prompt_input.text
         prompt_input.load_text(prompt if not current.strip() else f"{prompt}\n\n{current}")
@@ -355,6 +379,17 @@ class ChatScreen(Screen[None]):
         status.show(label, self.last_reply, timings=self.show_timings,
                     connecting=self._connecting,
                     gauge=self.meter.gauge(self.conversation, self.last_reply))
+
+    def action_attach(self) -> None:
+        """The attach dialog; the file it loads and checks becomes a chip."""
+        def attached(attachment: Attachment | None) -> None:
+            if attachment is not None and not self.query_one(AttachmentTray).chips.add(
+                    attachment):
+                notify(self, f"{safe_line(attachment.name)} is already attached.", timeout=3)
+            self.query_one(PromptInput).focus()
+
+        self.app.push_screen(AttachScreen(self.conversation.model.provider, Path.cwd(),
+                                          cursor_blink=self.cursor_blink), attached)
 
     def action_show_cost(self) -> None:
         """The detail view: each reply's tokens and cost, the chat's, and the context."""

@@ -16,6 +16,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
+from termchat.attachments import human_size
 from termchat.history import (
     ConversationSummary,
     HistoryError,
@@ -523,6 +524,9 @@ def _preview(stored: StoredConversation, cost: str = "") -> Content:
                 label += f" · {message.status}"
             label = safe_line(label)
             parts += ["\n", (label, "bold $text-accent"), "\n"]
+        for attachment in message.attachments:
+            parts += [(safe_line(f"+ {attachment.name} · {human_size(attachment.size)} · "
+                                 f"{attachment.media_type}"), "dim"), "\n"]
         text = safe(message.text).strip()
         if len(text) > PREVIEW_CHARS:
             text = text[:PREVIEW_CHARS - 1].rstrip() + "…"

@@ -24,8 +24,9 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
+from termchat import content
 from termchat.config import Config, ModelConfig
-from termchat.content import Attachment, AttachmentKind
+from termchat.content import Attachment, AttachmentKind, ToolCall, ToolResult
 from termchat.errors import ConfigError, ContextLengthError, TermchatError
 from termchat.events import Usage
 from termchat.present import count
@@ -67,9 +68,9 @@ class Room:
 
 
 class Meter:
-    """The chat screen's cost and context figures: fed the replies as they finish (and the
-    usage of each tool round as it arrives), it prices them in a thread and tells the screen
-    (`changed`) when the status bar has something new to show."""
+    """The chat screen's cost and context figures: fed the replies as they finish, it prices
+    them (each tool round on its own) in a thread and tells the screen (`changed`) when the
+    status bar has something new to show."""
 
     def __init__(self, screen: Screen[Any], config: Config, changed: Callable[[], None]) -> None:
         self._screen = screen
@@ -82,7 +83,6 @@ class Meter:
         # holds its reply, so no id is reused while it is here.
         self._priced: dict[int, Priced] = {}
         self._models: dict[int, tuple[Reply, ModelConfig]] = {}
-        self._rounds: dict[int, tuple[Reply, dict[int, Usage]]] = {}
         self._last: Reply | None = None
         self._gauge: Gauge | None = None
         self._room = Room(None, None)
@@ -107,11 +107,6 @@ class Meter:
             # nothing waits for them forever.
             self._ready.set()
         self._refresh()
-
-    def saw(self, reply: Reply) -> None:
-        """A usage report arrived: keep the round's own counts, so each round is priced on
-        its own (a long request's tier applies to that request, not to a sum)."""
-        self._rounds.setdefault(id(reply), (reply, {}))[1][reply.rounds] = reply.round_usage
 
     def finished(self, conversation: Conversation, exchange: Exchange) -> None:
         """`exchange`'s reply ended (however it ended), sent to `conversation.model`."""
@@ -153,10 +148,9 @@ class Meter:
     async def _price(self, conversation: Conversation) -> None:
         await self._ready.wait()
         done = [e.reply for e in conversation.exchanges if e.reply.status.final]
-        todo = [(reply, self._model_of(reply, conversation), self._round_usage(reply))
-                for reply in done if id(reply) not in self._priced]
-        priced, room = await asyncio.to_thread(_work_out, todo, conversation, done,
-                                               self._last_input)
+        todo = [(reply, self._model_of(reply, conversation)) for reply in done
+                if id(reply) not in self._priced]
+        priced, room = await asyncio.to_thread(_work_out, todo, conversation, done)
         if conversation is not self._conversation:
             return
         self._priced.update((id(p.reply), p) for p in priced)
@@ -213,22 +207,6 @@ class Meter:
         shown = format_cost(cost)
         return (shown if cost.priced else None), shown
 
-    def _round_usage(self, reply: Reply) -> list[Usage | None] | None:
-        """Each round's usage, in order (None where a round reported none); None when the
-        rounds were not seen (a reopened reply: only its sum is stored)."""
-        seen = self._rounds.get(id(reply))
-        if seen is None:
-            return None
-        rounds = seen[1]
-        return [rounds.get(n) for n in range(1, max(reply.rounds, max(rounds, default=0)) + 1)]
-
-    def _last_input(self, reply: Reply) -> int | None:
-        """The input tokens of the last request `reply` took (its last round)."""
-        seen = self._rounds.get(id(reply))
-        if seen is not None and seen[1]:
-            return seen[1][max(seen[1])].input_tokens
-        return reply.usage.input_tokens
-
     # -- what the user asks for ----------------------------------------------------------------
 
     def report(self, conversation: Conversation) -> CostReport:
@@ -252,7 +230,7 @@ class Meter:
         if self._confirmed == key:
             self._confirmed = None
             return None
-        estimate = next_request_estimate(conversation, prompt, attachments, self._last_input)
+        estimate = next_request_estimate(conversation, prompt, attachments)
         if not pricing.will_not_fit(model, estimate):
             return None
         self._confirmed = key
@@ -304,75 +282,79 @@ def _preload() -> None:
         gc.enable()
 
 
-def _work_out(todo: list[tuple[Reply, ModelConfig, list[Usage | None] | None]],
-              conversation: Conversation, done: list[Reply],
-              last_input: Callable[[Reply], int | None]) -> tuple[list[Priced], Room]:
-    """Price the replies in `todo`, and measure the room the last reported request took (in
-    a thread: a reopened chat of a thousand replies takes a while)."""
+def last_input(reply: Reply) -> int | None:
+    """The input tokens of the last request `reply` took (its last round); a reopened reply
+    keeps only its rounds' sum, the best there is to go on."""
+    return reply.last_usage.input_tokens if reply.round_usages else reply.usage.input_tokens
+
+
+def _measured(reply: Reply) -> bool:
+    """`reply`'s request says how full the window was: it reported its input, or it was a
+    request that went through (a refused or cancelled one with no count says nothing)."""
+    return last_input(reply) is not None or reply.status is Status.COMPLETE
+
+
+def _work_out(todo: list[tuple[Reply, ModelConfig]], conversation: Conversation,
+              done: list[Reply]) -> tuple[list[Priced], Room]:
+    """Price the replies in `todo`, and measure the room the last request took (in a thread:
+    a reopened chat of a thousand replies takes a while)."""
     from termchat import pricing
 
-    priced = [Priced(reply, model, reply.usage, reply_cost(reply, model, rounds))
-              for reply, model, rounds in todo]
-    tokens = next((t for t in map(last_input, reversed(done)) if t is not None), None)
+    priced = [Priced(reply, model, reply.usage, reply_cost(reply, model))
+              for reply, model in todo]
+    last = next((reply for reply in reversed(done) if _measured(reply)), None)
+    tokens = last_input(last) if last is not None else None
     window = pricing.context_window(conversation.model) if tokens is not None else None
     return priced, Room(tokens, window)
 
 
-def reply_cost(reply: Reply, model: ModelConfig, rounds: list[Usage | None] | None) -> Cost:
-    """What a reply cost: each of its rounds priced on its own, summed; a round with no
-    usage report is unknown. A request refused with an error before anything arrived is not
-    billed: it costs nothing."""
+def reply_cost(reply: Reply, model: ModelConfig) -> Cost:
+    """What a reply cost: each of its rounds priced on its own (a long request's tier applies
+    to that request, not to a sum), added up; a round with no usage report is unknown. A
+    request refused before anything arrived is not billed. A reopened reply has only its
+    rounds' sum."""
     from termchat.pricing import Cost, Why, price, total
 
     refused = reply.status is Status.ERROR and not reply.text
-    if rounds is None:
+    rounds = reply.round_usages
+    if not rounds:
         if refused and not reply.usage.known:
             return Cost()
         return price(model, reply.usage)
     costs = []
     for number, usage in enumerate(rounds, 1):
-        if usage is not None and usage.known:
+        if usage.known:
             costs.append(price(model, usage))
         elif not (refused and number == len(rounds)):
             costs.append(Cost.unknown(Why.NO_USAGE))
     return total(costs)
 
 
-# Found once per file: a 32 MB PDF is not scanned again for every estimate.
-_PAGES: dict[str, int | None] = {}
-
-
 def next_request_estimate(conversation: Conversation, prompt: str,
-                          attachments: Sequence[Attachment],
-                          last_input: Callable[[Reply], int | None]) -> int:
+                          attachments: Sequence[Attachment]) -> int:
     """A deliberately low count of the tokens the next request carries: the last reported
     input count (which covers everything up to that request), then what came after it, by
-    `pricing.estimate_tokens`; everything by estimate when no count was reported."""
+    `pricing.estimate_tokens` and `attachments.estimate_tokens`; everything by estimate when
+    no count was reported."""
     from termchat import attachments as files
     from termchat import pricing
 
-    sizes: list[pricing.ImageSize | pricing.DocumentSize] = []
-    chars = 0
+    provider = conversation.model.provider
+    chars, tokens = 0, 0
 
     def add(attachment: Attachment) -> None:
-        nonlocal chars
+        nonlocal chars, tokens
         if attachment.kind is AttachmentKind.TEXT:
             chars += len(files.text_block(attachment))
-        elif attachment.kind is AttachmentKind.IMAGE:
-            size = files.image_size(attachment.data, attachment.media_type)
-            if size is not None:
-                sizes.append(pricing.ImageSize(*size))
         else:
-            if attachment.digest not in _PAGES:
-                _PAGES[attachment.digest] = files.pdf_pages(attachment.data)
-            sizes.append(pricing.DocumentSize(attachment.size, _PAGES[attachment.digest]))
+            tokens += files.estimate_tokens(attachment, provider) or 0
 
     exchanges = [e for e in conversation.exchanges if e.in_context]
     reported, start = 0, 0
     for index in range(len(exchanges) - 1, -1, -1):
-        tokens = last_input(exchanges[index].reply)
-        if tokens is not None:
-            reported, start = tokens, index
+        counted = last_input(exchanges[index].reply)
+        if counted is not None:
+            reported, start = counted, index
             break
     else:
         chars += len(conversation.system or "")
@@ -381,11 +363,17 @@ def next_request_estimate(conversation: Conversation, prompt: str,
             chars += len(exchange.prompt)
             for attachment in exchange.attachments:
                 add(attachment)
-        chars += len(exchange.reply.text)
+        for part in exchange.reply.parts:
+            if isinstance(part, content.Text):
+                chars += len(part.text)
+            elif isinstance(part, ToolCall):
+                chars += len(part.name) + len(part.arguments)
+            elif isinstance(part, ToolResult):
+                chars += len(part.content)
     chars += len(prompt)
     for attachment in attachments:
         add(attachment)
-    return reported + pricing.estimate_tokens(chars, sizes, provider=conversation.model.provider)
+    return reported + tokens + pricing.estimate_tokens(chars, provider=provider)
 
 
 # -- words -------------------------------------------------------------------------------------
