@@ -393,6 +393,45 @@ def test_genai_prices_and_no_image_library_load_before_the_first_frame() -> None
     assert "genai_prices" in after
 
 
+TYPED_AHEAD = """
+import asyncio
+import sys
+from pathlib import Path
+
+from termchat.config import Config, ModelConfig
+from termchat.devserver import ProviderServer, Script
+from termchat.events import TextDelta
+from termchat.tui.app import TermchatApp
+
+async def main():
+    with ProviderServer() as server:
+        server.queue(Script(text="a slow first reply", chunk_size=4, delay=0.05,
+                            input_tokens=10, output_tokens=5))
+        model = ModelConfig("m", "openai", "gpt-4.1-mini", api_key="k",
+                            base_url=server.openai_base_url, price="openai")
+        app = TermchatApp(Config(path=Path("/nonexistent")), model, cursor_blink=False)
+        seen = []
+        async with app.run_test() as pilot:
+            app.chat.event_hook = lambda event: seen.append(
+                "genai_prices" in sys.modules) if isinstance(event, TextDelta) else None
+            # Typed ahead: sent before the provider's SDK (and so the prices) has loaded.
+            app.chat.query_one("#prompt").load_text("hello")
+            await pilot.press("enter")
+            while not app.chat.meter.ready:
+                await pilot.pause(0.05)
+        print("WHILE STREAMING", any(seen), "DELTAS", len(seen))
+
+asyncio.run(main())
+"""
+
+
+def test_a_reply_sent_before_the_prices_loaded_streams_without_them() -> None:
+    done = subprocess.run([sys.executable, "-c", TYPED_AHEAD], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert "WHILE STREAMING False DELTAS" in done.stdout, done.stdout + done.stderr[-3000:]
+    assert int(done.stdout.split()[-1]) > 1
+
+
 async def test_the_pre_send_check_never_makes_a_request_wait_for_the_prices(
         provider_server: ProviderServer, monkeypatch: pytest.MonkeyPatch) -> None:
     from termchat import pricing

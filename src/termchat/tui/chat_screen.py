@@ -123,8 +123,12 @@ class ChatScreen(Screen[None]):
         self.run_worker(self.conversation.prepare(), group="prepare", exit_on_error=False)
 
     def _preload_prices(self) -> None:
-        self.run_worker(self.meter.preload(self.conversation), group="prices",
-                        exit_on_error=False)
+        self.run_worker(self.meter.preload(self.conversation, lambda: self.streaming),
+                        group="prices", exit_on_error=False)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker is self._worker and event.worker.is_finished and not self.meter.ready:
+            self._preload_prices()  # held back while the first reply was on its way
 
     async def _painted(self) -> None:
         """Wait until the screen has been drawn with what was just mounted."""

@@ -2,13 +2,15 @@
 the model's context window is, and whether the next request can fit.
 
 Nothing here is on the path to the first frame or the first token: genai-prices and its data
-load in a thread once the first frame is out and the provider's SDK is ready, and replies are
-priced in a thread when they finish (never while text streams).
+load in a thread once the first frame is out and the provider's SDK is ready (or, when a
+reply was sent before that, once it has finished), and replies are priced in a thread when
+they finish (never while text streams).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -77,6 +79,7 @@ class Meter:
         self._config = config
         self._changed = changed
         self._ready = asyncio.Event()
+        self._loading = False
         self._conversation: Conversation | None = None
         self._model: ModelConfig | None = None
         # Keyed by id(): a Reply is a dataclass, equal by value and not hashable. Each value
@@ -96,11 +99,19 @@ class Meter:
 
     # -- fed by the chat screen ----------------------------------------------------------------
 
-    async def preload(self, conversation: Conversation) -> None:
+    async def preload(self, conversation: Conversation, busy: Callable[[], bool]) -> None:
         """Load genai-prices in a thread, after the provider's SDK (two imports at once stall
-        the event loop longer than one after the other); then price what is on screen."""
-        try:
+        the event loop longer than one after the other); then price what is on screen. Not
+        while a reply streams (`busy`): the screen calls again once it has finished."""
+        # A provider that cannot be prepared says why when a prompt is sent, not here.
+        with contextlib.suppress(Exception):
             await conversation.prepare()
+        if busy() or self._loading:
+            return
+        # From here on, nothing waits for `busy`: a prompt sent meanwhile overlaps 20-50 ms
+        # of import in a thread, not the import on the event loop.
+        self._loading = True
+        try:
             await asyncio.to_thread(_preload)
         finally:
             # Even when the data failed to load: the lookups then fail in their worker, and
