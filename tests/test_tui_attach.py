@@ -16,18 +16,26 @@ import pytest
 from textual.command import CommandPalette
 from textual.pilot import Pilot
 
+from termchat import attachments as files
+from termchat.config import Config
 from termchat.devserver import ProviderServer, Script
+from termchat.history import HistoryStore, continue_conversation
 from termchat.tui.app import TermchatApp
 from termchat.tui.attach import AttachedFiles, AttachScreen, Chips
+from termchat.tui.history_screen import HistoryScreen
+from termchat.tui.messages import ErrorLine
+from termchat.turn import Reply, Status
 from tests.support.files import pdf, png
-from tests.support.models import PROVIDERS
+from tests.support.models import PROVIDERS, model_for
 from tests.support.screen import lines_of, shown, unsafe_lines
 from tests.support.tui import finish, make_app, send, wait_until
 
 SIZE = (100, 30)
 SnapCompare = Callable[..., bool]
 NOTES = "# Notes\n\nBuy milk.\n"
-HOSTILE = "evil\x1b]0;pwned\x07\u202etxt.exe"
+# A title-setting OSC 0 and a clipboard-writing OSC 52 (base64 of "pwned"), each ended by
+# BEL, and a right-to-left override that would show "exe.txt".
+HOSTILE_NAMES = ["evil\x1b]0;pwned\x07\u202etxt.exe", "evil\x1b]52;c;cHduZWQ=\x07\u202etxt.exe"]
 HOSTILE_SHOWN = "eviltxt.exe"
 
 
@@ -245,6 +253,23 @@ async def test_a_chip_is_removed_by_a_click_or_by_delete_before_sending(
         assert [p["type"] for p in parts] == ["text", "file"]
 
 
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_server_that_rejects_images_names_the_file_in_one_line(
+        provider_server: ProviderServer, provider: str, some_files: dict[str, bytes]) -> None:
+    provider_server.queue(Script(status=400,
+                                 error_message="this model does not support image input"))
+    app = make_app(provider_server, provider)
+    async with app.run_test(size=SIZE) as pilot:
+        await attach(pilot, "shot.png")
+        await send(pilot, "what is @notes.md and this?")
+        await finish(pilot)
+        line = str(app.chat.query_one(ErrorLine).render())
+        assert "\n" not in line
+        assert "rejected the request with shot.png attached" in line
+        assert "notes.md" not in line  # a text file is not what a server without vision refuses
+        assert "may not take images" in line and "Shift+Tab" in line
+
+
 async def test_a_request_that_fails_gives_its_chips_back(provider_server: ProviderServer,
                                                          some_files: dict[str, bytes]) -> None:
     provider_server.queue(Script(status=400, error_message="this server takes no images"))
@@ -328,9 +353,10 @@ async def test_an_unreadable_file_is_refused(provider_server: ProviderServer,
         assert any("permission denied" in n for n in notifications(app))
 
 
+@pytest.mark.parametrize("hostile", HOSTILE_NAMES, ids=["osc0", "osc52"])
 async def test_a_hostile_file_name_is_shown_inert_everywhere(
-        provider_server: ProviderServer, tmp_path: Path) -> None:
-    (tmp_path / HOSTILE).write_text("harmless\n")
+        provider_server: ProviderServer, tmp_path: Path, hostile: str) -> None:
+    (tmp_path / hostile).write_text("harmless\n")
     provider_server.queue(Script(text="ok"))
     app = make_app(provider_server)
     async with app.run_test(size=SIZE) as pilot:
@@ -346,13 +372,67 @@ async def test_a_hostile_file_name_is_shown_inert_everywhere(
         assert HOSTILE_SHOWN in shown(app) and unsafe_lines(app) == []
         await pilot.press("down", "enter")
         await wait_until(pilot, lambda: not isinstance(app.screen, AttachScreen))
-        assert [a.name for a in chips(app).attachments] == [HOSTILE]
+        assert [a.name for a in chips(app).attachments] == [hostile]
         assert HOSTILE_SHOWN in shown(app) and unsafe_lines(app) == []
         await send(pilot, "what is this?")
         await finish(pilot)
         assert "+ " + HOSTILE_SHOWN in "\n".join(lines_of(app.chat.query_one(AttachedFiles)))
-        assert unsafe_lines(app) == [] and "pwned" not in shown(app)
+        assert unsafe_lines(app) == []
+        assert "pwned" not in shown(app) and "cHduZWQ" not in shown(app)
         assert user_content(provider_server)[1]["text"].startswith(f"File: {HOSTILE_SHOWN}\n")
+
+
+async def test_a_hostile_stored_file_name_is_inert_when_the_chat_is_reopened(
+        provider_server: ProviderServer, tmp_path: Path) -> None:
+    (tmp_path / HOSTILE_NAMES[1]).write_text("harmless\n")
+    attachment = files.load(tmp_path / HOSTILE_NAMES[1], name=HOSTILE_NAMES[1])
+    model = model_for(provider_server)
+    config = Config(path=tmp_path / "config.toml", models={"test": model})
+    with HistoryStore.open(tmp_path / "history.db") as store:
+        store.new_conversation().user_prompt("what is it?", model, (attachment,)).finish(
+            Reply(model=model.model, provider=model.provider, initial_text="a file",
+                  status=Status.COMPLETE))
+        app = TermchatApp(config, model, conversation=continue_conversation(config, store, 1),
+                          history=store, cursor_blink=False, show_timings=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.1)
+            assert "+ " + HOSTILE_SHOWN in "\n".join(lines_of(app.chat.query_one(
+                AttachedFiles)))
+            await pilot.press("ctrl+r")
+            # The preview lists the prompt's file under it.
+            await wait_until(pilot, lambda: isinstance(app.screen, HistoryScreen)
+                             and f"+ {HOSTILE_SHOWN} · 9 B · text/plain" in shown(app))
+            assert unsafe_lines(app) == [] and "cHduZWQ" not in shown(app)
+
+
+# Reopened
+
+async def test_a_reopened_chat_shows_its_files_by_name_and_size_and_sends_them_again(
+        provider_server: ProviderServer, tmp_path: Path, some_files: dict[str, bytes]) -> None:
+    provider_server.queue(Script(text="Three files."), Script(text="Still three."))
+    model = model_for(provider_server)
+    config = Config(path=tmp_path / "config.toml", models={"test": model})
+    with HistoryStore.open(tmp_path / "history.db") as store:
+        app = TermchatApp(config, model, history=store, cursor_blink=False, show_timings=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await send(pilot, "read @notes.md @shot.png @paper.pdf")
+            await finish(pilot)
+    for name in some_files:
+        (tmp_path / name).unlink()  # what is sent again is the stored copy
+    with HistoryStore.open(tmp_path / "history.db") as store:
+        conversation = continue_conversation(config, store, 1)
+        app = TermchatApp(config, model, conversation=conversation, history=store,
+                          cursor_blink=False, show_timings=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.1)
+            sent = "\n".join(lines_of(app.chat.query_one(AttachedFiles)))
+            assert "+ notes.md · text · 19 B" in sent
+            assert "+ shot.png · image 4×3 · " in sent
+            assert "+ paper.pdf · PDF, 2 pages · " in sent
+            await send(pilot, "and now?")
+            await finish(pilot)
+        first = provider_server.requests[-1].body["messages"][0]["content"]
+        assert first[1:] == expected_parts("openai", some_files)
 
 
 # Snapshots
