@@ -23,18 +23,18 @@ from textual.pilot import Pilot
 from textual.widgets import OptionList
 
 from termchat.config import Config, ModelConfig, Rates, load_config
-from termchat.content import ToolCall, ToolDefinition, ToolResult
+from termchat.content import Text, ToolCall, ToolDefinition, ToolResult
 from termchat.devserver import ProviderServer, Script
 from termchat.devserver.scripts import ToolCall as ScriptedCall
 from termchat.events import Usage
-from termchat.history import HistoryStore
+from termchat.history import HistoryStore, continue_conversation
 from termchat.pricing import Cost, format_cost
 from termchat.tui.app import TermchatApp
 from termchat.tui.history_screen import HistoryScreen
 from termchat.tui.messages import ErrorLine
 from termchat.tui.meter import CostScreen
 from termchat.turn import EventSink, Reply, Status
-from tests.support.models import PROVIDERS, base_url
+from tests.support.models import PROVIDERS, base_url, model_for
 from tests.support.screen import shown
 from tests.support.tui import finish, make_app, send, status_text, wait_until
 
@@ -292,6 +292,28 @@ async def test_an_unknown_window_or_count_reads_ctx_question_mark(
         await finish(pilot)
         status = await priced_status(pilot, "ctx ?")
         assert "cost unknown" in status
+
+
+@pytest.mark.parametrize(("tools", "context"), [(False, "ctx 78%"), (True, "ctx ?")])
+async def test_a_reopened_chat_measures_its_last_request_unless_only_a_sum_is_stored(
+        provider_server: ProviderServer, tmp_path: Path, tools: bool, context: str) -> None:
+    """A stored reply keeps its rounds' sum: for a tool turn, that is no request's size."""
+    model = model_for(provider_server, model="gpt-4o", price="openai")
+    config = Config(path=tmp_path / "config.toml", models={"test": model})
+    calls = [ToolCall("c1", "lookup", "{}"), ToolResult("c1", "found")] if tools else []
+    usage = Usage(input_tokens=100_000, output_tokens=500)
+    with HistoryStore.open(tmp_path / "history.db") as store:
+        store.new_conversation().user_prompt("look", model).finish(Reply(
+            model=model.model, provider=model.provider, initial_parts=[*calls, Text("done")],
+            status=Status.COMPLETE, usage=usage))
+        conversation = continue_conversation(config, store, 1)
+        app = TermchatApp(config, model, conversation=conversation, history=store,
+                          cursor_blink=False, show_timings=False)
+        async with app.run_test(size=SIZE) as pilot:
+            figure = package_figure("openai", "gpt-4o", input_tokens=100_000,
+                                    output_tokens=500)
+            status = await priced_status(pilot, format_cost(Cost.of(figure)))
+            assert context in status
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

@@ -294,9 +294,14 @@ def _preload() -> None:
 
 
 def last_input(reply: Reply) -> int | None:
-    """The input tokens of the last request `reply` took (its last round); a reopened reply
-    keeps only its rounds' sum, the best there is to go on."""
-    return reply.last_usage.input_tokens if reply.round_usages else reply.usage.input_tokens
+    """The input tokens of the last request `reply` took (its last round); None when not
+    known. A reopened reply keeps only its rounds' sum: with tool calls in it, that is more
+    than any one of its requests held."""
+    if reply.round_usages:
+        return reply.last_usage.input_tokens
+    if any(isinstance(part, ToolCall) for part in reply.parts):
+        return None
+    return reply.usage.input_tokens
 
 
 def _measured(reply: Reply) -> bool:
