@@ -129,6 +129,22 @@ async def test_files_attached_with_ctrl_t_are_chips_then_parts_of_the_request(
         assert "+ notes.md · text" in sent and "+ paper.pdf · PDF, 2 pages" in sent
 
 
+async def test_a_file_alone_is_sent_with_enter_on_an_empty_prompt(
+        provider_server: ProviderServer, some_files: dict[str, bytes]) -> None:
+    provider_server.queue(Script(text="A picture."))
+    app = make_app(provider_server)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("enter")
+        await pilot.pause(0.1)
+        assert provider_server.requests == []  # nothing to send yet
+        await attach(pilot, "shot.png")
+        await pilot.press("enter")
+        await finish(pilot)
+        assert [p["type"] for p in user_content(provider_server)] == ["image_url"]
+        assert "+ shot.png · image 4×3" in "\n".join(lines_of(app.chat.query_one(
+            AttachedFiles)))
+
+
 async def test_the_palette_opens_the_attach_dialog(provider_server: ProviderServer,
                                                    some_files: dict[str, bytes]) -> None:
     app = make_app(provider_server)

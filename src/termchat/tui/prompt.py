@@ -11,7 +11,7 @@ from textual.message import Message
 from textual.widgets import TextArea
 
 from termchat.attachments import complete, mention_at
-from termchat.tui.attach import Completer, CompletionLine, candidates_line, mention_text
+from termchat.tui.attach import Chips, Completer, CompletionLine, candidates_line, mention_text
 from termchat.untrusted import safe
 
 NEWLINE_KEYS = frozenset({"shift+enter", "ctrl+j", "alt+enter", "ctrl+enter"})
@@ -105,7 +105,8 @@ class PromptInput(TextArea):
             event.stop()
             event.prevent_default()
             text = self.text
-            if text.strip():
+            # Files alone are a prompt too.
+            if text.strip() or any(chips.attachments for chips in self.screen.query(Chips)):
                 self.post_message(self.Submitted(text))
             return
         if event.key in NEWLINE_KEYS:
