@@ -550,6 +550,51 @@ def estimate_tokens(attachment: Attachment, provider: str) -> int | None:
     return 85 + 170 * tiles
 
 
+# A provider's refusal of a request that carried files
+
+_REJECTED = re.compile(r"(?P<host>\S+) (?:rejected|refused) the request "
+                       r"\((?P<status>\d+): (?P<message>.*)\); check ")
+_IMAGE_WORDS = ("image", "vision", "picture", "multimodal", "multi-modal")
+_DOCUMENT_WORDS = ("pdf", "document", "file")
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A server's refusal of a request with images or PDFs, read from termchat's one-line
+    provider error: who refused, its status and words, and the files it is most likely about
+    (the server's own error cannot know which file the user meant)."""
+
+    host: str
+    status: str
+    message: str
+    named: tuple[Attachment, ...]
+
+    @property
+    def names(self) -> str:
+        return ", ".join(safe_line(a.name) for a in self.named)
+
+    @property
+    def kinds(self) -> str:
+        """`images`, `PDFs` or `images or PDFs`."""
+        return " or ".join(dict.fromkeys(
+            "images" if a.kind is AttachmentKind.IMAGE else "PDFs" for a in self.named))
+
+
+def rejection(error_message: str, attachments: Sequence[Attachment]) -> Rejection | None:
+    """The refusal in `error_message` (a bad-request error's) of a request that carried
+    images or PDFs among `attachments`; None when it is not one."""
+    media = [a for a in attachments if a.kind is not AttachmentKind.TEXT]
+    match = _REJECTED.match(error_message)
+    if match is None or not media:
+        return None
+    words = match["message"].lower()
+    images = [a for a in media if a.kind is AttachmentKind.IMAGE]
+    documents = [a for a in media if a.kind is AttachmentKind.DOCUMENT]
+    named = (images if any(w in words for w in _IMAGE_WORDS) else []) + \
+        (documents if any(w in words for w in _DOCUMENT_WORDS) else [])
+    return Rejection(match["host"], match["status"], match["message"], tuple(named or media))
+
+
 # What the model is sent, and what the user sees
 
 _LANGUAGES = {

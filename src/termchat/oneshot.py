@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import gc
 import math
-import re
 import signal
 import sys
 import time
@@ -327,40 +326,28 @@ def check_fit(conversation: Conversation, prompt: str,
     return f"warning: {size}; it may not fit."
 
 
-_REJECTED = re.compile(r"(?P<host>\S+) (?:rejected|refused) the request "
-                       r"\((?P<status>\d+): (?P<message>.*)\); check ")
-_IMAGE_WORDS = ("image", "vision", "picture", "multimodal", "multi-modal")
-_DOCUMENT_WORDS = ("pdf", "document", "file")
-
-
 def about_attachments(error: TermchatError, attachments: tuple[Attachment, ...],
                       model: ModelConfig, reply: Reply) -> TermchatError:
     """A provider's refusal of a request with images or PDFs, said in one sentence that
-    names them (the provider's own error cannot know which file the user meant); a request
-    too long for the window, with what could be left out."""
+    names them (`attachments.rejection`); a request too long for the window, with what
+    could be left out."""
+    from termchat.attachments import rejection
+
     if not attachments or reply.text:
         return error
     if isinstance(error, ContextLengthError):
         names = ", ".join(safe_line(a.name) for a in attachments)
         return ContextLengthError(f"{error.message.rstrip('.')}, or attach less ({names}).")
-    media = [a for a in attachments if a.kind is not AttachmentKind.TEXT]
-    match = _REJECTED.match(error.message) if isinstance(error, BadRequestError) else None
-    if match is None or not media:
+    refused = rejection(error.message, attachments) if isinstance(error, BadRequestError) \
+        else None
+    if refused is None:
         return error
-    words = match["message"].lower()
-    images = [a for a in media if a.kind is AttachmentKind.IMAGE]
-    documents = [a for a in media if a.kind is AttachmentKind.DOCUMENT]
-    named = (images if any(w in words for w in _IMAGE_WORDS) else []) + \
-        (documents if any(w in words for w in _DOCUMENT_WORDS) else [])
-    named = named or media
-    kinds = " or ".join(dict.fromkeys(
-        "images" if a.kind is AttachmentKind.IMAGE else "PDFs" for a in named))
-    names = ", ".join(safe_line(a.name) for a in named)
-    options = " ".join(f"-a {safe_line(a.name)}" for a in named)
+    kinds = refused.kinds
+    options = " ".join(f"-a {safe_line(a.name)}" for a in refused.named)
     return BadRequestError(
-        f"{match['host']} rejected the request with {names} attached ({match['status']}: "
-        f"{match['message']}); {model.label} there may not take {kinds}: send it without "
-        f"{options}, or use a model that takes {kinds}.")
+        f"{refused.host} rejected the request with {refused.names} attached "
+        f"({refused.status}: {refused.message}); {model.label} there may not take {kinds}: "
+        f"send it without {options}, or use a model that takes {kinds}.")
 
 
 class _Signals:

@@ -9,6 +9,7 @@ import gc
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textual import work
@@ -21,12 +22,15 @@ from textual.widgets import Footer
 from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
 from termchat.config import Config, ModelConfig
+from termchat.content import Attachment
 from termchat.errors import ConfigError, TermchatError
 from termchat.events import Event, ReasoningDelta, TextDelta
 from termchat.history.recording import ConversationRecord
+from termchat.tui.attach import AttachmentTray, AttachScreen, rejected, sent_with
 from termchat.tui.blocks import Prerender
 from termchat.tui.conversation import ConversationView, Pending, estimate_rows
 from termchat.tui.messages import AssistantMessage, ErrorLine, NoteLine, UserMessage
+from termchat.tui.meter import CostScreen, Meter, error_text
 from termchat.tui.notices import notify
 from termchat.tui.prompt import PromptInput
 from termchat.tui.status import StatusBar
@@ -64,6 +68,7 @@ class ChatScreen(Screen[None]):
         Binding("ctrl+o", "copy_reply", "Copy reply"),
         Binding("ctrl+g", "copy_code", "Copy code"),
         Binding("ctrl+r", "history", "History"),
+        Binding("ctrl+t", "attach", "Attach file"),
         Binding("f1", "setup", "Set up a model"),
     ]
 
@@ -90,9 +95,12 @@ class ChatScreen(Screen[None]):
         self._worker: Worker[None] | None = None
         self._connecting = False
         self.last_reply: Reply | None = None
+        # Cost and context (termchat.tui.meter).
+        self.meter = Meter(self, config, self._update_status)
 
     def compose(self) -> ComposeResult:
         yield ConversationView(id="conversation")
+        yield AttachmentTray(id="tray")
         prompt_input = PromptInput(id="prompt")
         prompt_input.cursor_blink = self.cursor_blink
         yield prompt_input
@@ -108,9 +116,19 @@ class ChatScreen(Screen[None]):
         self.post_message(self.Ready())
         # The provider's SDK loads in the background once the first frame is out.
         self.call_after_refresh(self._prepare)
+        # genai-prices after it, for the cost and context meter.
+        self.call_after_refresh(self._preload_prices)
 
     def _prepare(self) -> None:
         self.run_worker(self.conversation.prepare(), group="prepare", exit_on_error=False)
+
+    def _preload_prices(self) -> None:
+        self.run_worker(self.meter.preload(self.conversation, lambda: self.streaming),
+                        group="prices", exit_on_error=False)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker is self._worker and event.worker.is_finished and not self.meter.ready:
+            self._preload_prices()  # held back while the first reply was on its way
 
     async def _painted(self) -> None:
         """Wait until the screen has been drawn with what was just mounted."""
@@ -139,12 +157,13 @@ class ChatScreen(Screen[None]):
     def _pending(self, exchange: Exchange) -> Pending:
         """An exchange as the view mounts it when it comes near."""
         prompt, text = exchange.prompt, exchange.reply.text
+        attachments = exchange.attachments
         status = exchange.reply.status
         ahead: Prerender | None = None
 
         def make() -> list[Widget]:
             rendered = ahead.renderer if ahead is not None and ahead.done else None
-            return [UserMessage(safe(prompt)),
+            return [UserMessage(safe(prompt)), *sent_with(attachments),
                     AssistantMessage(safe(text), status=status, rendered=rendered)]
 
         estimates: dict[int, int] = {}
@@ -153,7 +172,7 @@ class ChatScreen(Screen[None]):
             if width not in estimates:
                 # The messages' own padding taken off (an estimate: mounting measures it).
                 marked = 2 if status is not Status.COMPLETE else 0
-                estimates[width] = (estimate_rows(prompt, width - 3)
+                estimates[width] = (estimate_rows(prompt, width - 3) + len(attachments)
                                     + estimate_rows(text, width - 5) + 2 + marked)
             return estimates[width]
 
@@ -208,15 +227,38 @@ class ChatScreen(Screen[None]):
             self.notify("A reply is still streaming: press Escape to cancel it first.",
                         severity="warning")
             return
+        if not self.query_one(AttachmentTray).chips.attachments and "@" not in message.text:
+            self._submit(message.text, ())  # nothing to load: sent in this frame
+        else:
+            self._gather(message.text)
+
+    @work(exclusive=True, group="gather")
+    async def _gather(self, prompt: str) -> None:
+        """Load and check the chips' and the `@path`s' files (in a thread), then send."""
+        earlier = [attachment for exchange in self.conversation.exchanges
+                   if exchange.in_context for attachment in exchange.attachments]
+        attachments = await self.query_one(AttachmentTray).gather(
+            prompt, self.conversation.model.provider, earlier, Path.cwd())
+        if attachments is not None and not self.streaming \
+                and self.query_one(PromptInput).text == prompt:
+            self._submit(prompt, attachments)
+
+    def _submit(self, prompt: str, attachments: tuple[Attachment, ...]) -> None:
+        # A request that clearly cannot fit waits (said once; Enter again sends it).
+        warning = self.meter.will_not_fit(self.conversation, prompt, attachments)
+        if warning is not None:
+            notify(self, warning, title="Too long", severity="warning", timeout=12)
+            return
         self.query_one(PromptInput).clear()
-        self._worker = self._send(message.text)
+        self.query_one(AttachmentTray).chips.take()
+        self._worker = self._send(prompt, attachments)
         self.refresh_bindings()
 
     @work(exclusive=True, group="reply", exit_on_error=False)
-    async def _send(self, prompt: str) -> None:
+    async def _send(self, prompt: str, attachments: tuple[Attachment, ...]) -> None:
         view = self.query_one(ConversationView)
         view.following = True
-        await view.mount(UserMessage(safe(prompt)))
+        await view.mount(UserMessage(safe(prompt)), *sent_with(attachments))
         view.content_grew()
         # The prompt is on screen in the frame after Enter, before anything that takes time.
         await self._painted()
@@ -233,7 +275,7 @@ class ChatScreen(Screen[None]):
                 and not self.conversation.exchanges:
             self.conversation.history = self.history.new_conversation()
         try:
-            exchange = self.conversation.start(prompt)
+            exchange = self.conversation.start(prompt, attachments)
         except TermchatError as exc:
             await view.mount(ErrorLine(safe_line(exc.message)))
             self._restore_prompt(prompt)
@@ -278,7 +320,8 @@ class ChatScreen(Screen[None]):
             cancelled = True
             raise
         except TermchatError as exc:
-            error = safe_line(exc.message)
+            error = safe_line(rejected(exc, attachments, self.conversation.model.label)
+                              or error_text(exc, len(attachments)))
         except Exception as exc:
             # A bug in termchat: the reply so far stays, and the user hears about it.
             error = safe_line(f"termchat failed ({type(exc).__name__}: {exc}); what arrived "
@@ -307,6 +350,7 @@ class ChatScreen(Screen[None]):
 
     def _finished(self, widget: AssistantMessage, exchange: Exchange) -> None:
         widget.finish(exchange.reply.status)
+        self.meter.finished(self.conversation, exchange)
         # After the final frame has gone out, not before it.
         self.set_timer(0.1, _keep_out_of_gc)
         self.query_one(ConversationView).content_grew()
@@ -314,7 +358,8 @@ class ChatScreen(Screen[None]):
         self.call_after_refresh(self.refresh_bindings)
 
     def _restore_prompt(self, prompt: str) -> None:
-        """Put a failed prompt back so nothing the user typed is lost."""
+        """Put a failed prompt back, and its chips, so nothing the user chose is lost."""
+        self.query_one(AttachmentTray).chips.give_back()
         prompt_input = self.query_one(PromptInput)
         current = prompt_input.text
         prompt_input.load_text(prompt if not current.strip() else f"{prompt}\n\n{current}")
@@ -335,8 +380,24 @@ class ChatScreen(Screen[None]):
         status = self.query_one(StatusBar)
         label = "demo · built-in local server · F1 set up" if self.demo is not None \
             else self.conversation.model.label
-        status.show(label, self.last_reply,
-                    timings=self.show_timings, connecting=self._connecting)
+        status.show(label, self.last_reply, timings=self.show_timings,
+                    connecting=self._connecting,
+                    gauge=self.meter.gauge(self.conversation, self.last_reply))
+
+    def action_attach(self) -> None:
+        """The attach dialog; the file it loads and checks becomes a chip."""
+        def attached(attachment: Attachment | None) -> None:
+            if attachment is not None and not self.query_one(AttachmentTray).chips.add(
+                    attachment):
+                notify(self, f"{safe_line(attachment.name)} is already attached.", timeout=3)
+            self.query_one(PromptInput).focus()
+
+        self.app.push_screen(AttachScreen(self.conversation.model.provider, Path.cwd(),
+                                          cursor_blink=self.cursor_blink), attached)
+
+    def action_show_cost(self) -> None:
+        """The detail view: each reply's tokens and cost, the chat's, and the context."""
+        self.app.push_screen(CostScreen(self.meter.report(self.conversation)))
 
     def action_new_conversation(self) -> None:
         if self.streaming:
@@ -369,7 +430,8 @@ class ChatScreen(Screen[None]):
         record = self.conversation.history
         open_id = record.id if isinstance(record, ConversationRecord) else None
         self.app.push_screen(HistoryScreen(self.history, open_id=open_id,
-                                           cursor_blink=self.cursor_blink),
+                                           cursor_blink=self.cursor_blink,
+                                           cost=self.meter.stored_cost),
                              self._open_stored)
 
     def _history_off(self) -> str:

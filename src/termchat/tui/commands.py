@@ -1,4 +1,5 @@
-"""Command palette entries: switch model, new conversation, copy the reply or a code block."""
+"""Command palette entries: switch model, new conversation, copy the reply or a code block,
+attach a file, cost and context."""
 
 from __future__ import annotations
 
@@ -42,6 +43,12 @@ class ChatCommands(Provider):
             commands.append((safe_line(f"Switch model: {model.name} ({model.label})"),
                              partial(chat.switch_model, model),
                              "Use this model for the next replies"))
+        commands += [
+            ("Attach a file", chat.action_attach,
+             "Send a text file, an image or a PDF with the next prompt (Ctrl+T)"),
+            ("Cost and context", chat.action_show_cost,
+             "Each reply's tokens and cost, the chat's total, and how full the context is"),
+        ]
         return commands
 
     async def discover(self) -> Hits:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from textual import on, work
@@ -15,6 +16,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
+from termchat.attachments import human_size
 from termchat.history import (
     ConversationSummary,
     HistoryError,
@@ -38,6 +40,10 @@ PREVIEW_MESSAGES = 30
 PREVIEW_CHARS = 600
 
 
+# A stored conversation's cost: for the list (None: nothing of it known) and the preview.
+StoredCost = Callable[[StoredConversation], tuple[str | None, str]]
+
+
 @dataclass
 class _Entry:
     """One conversation in the list: its title and the dim line under it."""
@@ -45,6 +51,8 @@ class _Entry:
     id: int
     title: str
     detail: Content
+    summary: ConversationSummary | None = None
+    priced: bool = False
 
     def prompt(self) -> Content:
         return Content.assemble((self.title, "bold"), "\n", self.detail)
@@ -115,11 +123,13 @@ class HistoryScreen(Screen[int | None]):
     ]
 
     def __init__(self, store: HistoryStore, *, open_id: int | None = None,
-                 cursor_blink: bool = True) -> None:
-        """`open_id` is the conversation the chat screen shows (deleting it is told)."""
+                 cursor_blink: bool = True, cost: StoredCost | None = None) -> None:
+        """`open_id` is the conversation the chat screen shows (deleting it is told);
+        `cost` prices a stored conversation (in a thread), for the list and the preview."""
         super().__init__()
         self.store = store
         self.open_id = open_id
+        self._cost = cost
         self._cursor_blink = cursor_blink
         self._entries: dict[int, _Entry] = {}
         self._query = ""
@@ -193,6 +203,7 @@ class HistoryScreen(Screen[int | None]):
             self._show_preview(None)
         self._update_note(len(hits))
         self.refresh_bindings()
+        self._price_list()
 
     def _scrolled(self) -> None:
         option_list = self._list
@@ -229,6 +240,29 @@ class HistoryScreen(Screen[int | None]):
         self._entries.update((entry.id, entry) for entry in entries)
         self._list.add_options(Option(entry.prompt(), id=str(entry.id)) for entry in entries)
         self._update_note(0)
+        self._price_list()
+
+    @work(group="costs", exclusive=True)
+    async def _price_list(self) -> None:
+        """Each listed conversation's cost, from its messages' stored token counts, filled in
+        from the top while the list is open (off the event loop, one at a time)."""
+        if self._cost is None:
+            return
+        for entry in list(self._entries.values()):
+            summary = entry.summary
+            if summary is None or entry.priced:
+                continue
+            try:
+                stored = await asyncio.to_thread(self.store.get, entry.id)
+            except HistoryError:
+                continue
+            listed, _ = await asyncio.to_thread(self._cost, stored)
+            if self._entries.get(entry.id) is not entry:
+                continue
+            entry.priced = True
+            if listed is not None:
+                entry.detail = _summary_detail(summary, listed)
+                self._list.replace_option_prompt(str(entry.id), entry.prompt())
 
     def _update_note(self, hits: int) -> None:
         count = len(self._entries)
@@ -253,7 +287,8 @@ class HistoryScreen(Screen[int | None]):
         except HistoryError as exc:
             self._show_preview(Content(exc.message))
             return
-        self._show_preview(_preview(stored))
+        cost = (await asyncio.to_thread(self._cost, stored))[1] if self._cost else ""
+        self._show_preview(_preview(stored, cost))
 
     def _show_preview(self, content: Content | None) -> None:
         self.query_one("#history-preview-text", Static).update(content or "")
@@ -431,10 +466,15 @@ class ConfirmScreen(ModalScreen[bool]):
 # -- rendering ------------------------------------------------------------------------------
 
 def _summary_entry(summary: ConversationSummary) -> _Entry:
+    return _Entry(summary.id, safe_line(summary.title), _summary_detail(summary), summary)
+
+
+def _summary_detail(summary: ConversationSummary, cost: str | None = None) -> Content:
     # The model last: an id can be a long path, and the line is cut at the list's edge.
+    priced = f"{cost} · " if cost else ""
     detail = (f"{plural(summary.message_count, 'message')} · {local_time(summary.updated)} · "
-              f"{safe_line(summary.model)}")
-    return _Entry(summary.id, safe_line(summary.title), Content.styled(detail, "dim"))
+              f"{priced}{safe_line(summary.model)}")
+    return Content.styled(detail, "dim")
 
 
 def _search_entries(hits: list[SearchHit], titled: list[ConversationSummary]) -> list[_Entry]:
@@ -461,12 +501,15 @@ def _marked(snippet: str) -> Content:
                               for text, matched in marked(snippet)))
 
 
-def _preview(stored: StoredConversation) -> Content:
-    """The conversation's title, facts and (last) messages, each shortened."""
+def _preview(stored: StoredConversation, cost: str = "") -> Content:
+    """The conversation's title, facts (its cost, when priced) and (last) messages, each
+    shortened."""
     messages = stored.messages[-PREVIEW_MESSAGES:]
+    priced = f" · {cost}" if cost else ""
     parts: list[Content | str | tuple[str, str]] = [
         (safe_line(stored.title), "bold"), "\n",
-        (f"#{stored.id} · {safe_line(stored.model)} · started {local_time(stored.created)}", "dim"),
+        (f"#{stored.id} · {safe_line(stored.model)} · started {local_time(stored.created)}"
+         f"{priced}", "dim"),
         "\n",
     ]
     if len(stored.messages) > len(messages):
@@ -481,6 +524,9 @@ def _preview(stored: StoredConversation) -> Content:
                 label += f" · {message.status}"
             label = safe_line(label)
             parts += ["\n", (label, "bold $text-accent"), "\n"]
+        for attachment in message.attachments:
+            parts += [(safe_line(f"+ {attachment.name} · {human_size(attachment.size)} · "
+                                 f"{attachment.media_type}"), "dim"), "\n"]
         text = safe(message.text).strip()
         if len(text) > PREVIEW_CHARS:
             text = text[:PREVIEW_CHARS - 1].rstrip() + "…"
