@@ -210,7 +210,11 @@ class ToolRunner(Protocol):
     face to the turn."""
 
     max_rounds: int
-    definitions: tuple[ToolDefinition, ...]
+
+    @property
+    def definitions(self) -> tuple[ToolDefinition, ...]:
+        """The tools offered to the model, as they are when a turn starts."""
+        ...
 
     async def run(self, call: ToolCall, on_event: EventSink | None) -> ToolResult:
         """Run `call` (approved, denied, failed: always a result); cancelling the task
