@@ -1,0 +1,106 @@
+"""How tool calls look: a block while its arguments stream, done (collapsed and expanded), and
+the approval dialog. Cursor blink off, no wall-clock figures; a real MCP server over stdio.
+
+Update after an intended change with
+`pytest tests/test_tui_tools_snapshots.py --snapshot-update`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+
+from termchat.config import Config
+from termchat.devserver import ProviderServer, Script, ToolCall
+from termchat.tools.config import ServerConfig, ToolsConfig
+from termchat.tui.app import TermchatApp
+from termchat.tui.approval import ApprovalScreen
+from termchat.tui.tool_block import ToolBlock
+from tests.support.tools import script_server
+from tests.support.tui import finish, make_app, send, wait_until
+
+SIZE = (100, 36)
+SnapCompare = Callable[..., bool]
+RESULT = "\n".join(["Monday: 12 °C, rain", "Tuesday: 14 °C, cloud", "Wednesday: 17 °C, sun",
+                    "Thursday: 16 °C, sun", "Friday: 11 °C, storms", "Saturday: 9 °C, rain"])
+ARGUMENTS = json.dumps({"text": RESULT})
+
+
+@pytest.fixture(autouse=True)
+def data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+
+
+def tools_app(srv: ProviderServer, server: ServerConfig) -> TermchatApp:
+    config = Config(path=Path("/nonexistent/config.toml"),
+                    tools=ToolsConfig(servers={server.name: server}))
+    return make_app(srv, config=config)
+
+
+def answered(srv: ProviderServer) -> None:
+    srv.queue(Script(text="Let me look at the week.", tool_calls=[
+                  ToolCall("t__echo", ARGUMENTS, id="call_week")],
+                     input_tokens=120, output_tokens=40),
+              Script(text="Rain early in the week, **sun** from Wednesday.",
+                     input_tokens=260, output_tokens=18))
+
+
+def test_a_tool_call_while_its_arguments_stream(snap_compare: SnapCompare,
+                                                provider_server: ProviderServer) -> None:
+    # Two text deltas, then six fragments of the arguments; then the server holds on.
+    provider_server.queue(Script(text="Let me look at the week.", tool_calls=[
+        ToolCall("t__echo", ARGUMENTS, chunk_size=5)], stall_after=8, input_tokens=120))
+
+    async def run_before(pilot: Pilot) -> None:
+        app = pilot.app
+        await send(pilot, "What is the weather this week?")
+        await wait_until(pilot, lambda: bool(app.screen.query(ToolBlock)) and len(
+            "".join(app.screen.query_one(ToolBlock).call.pieces)) == 30, timeout=20)
+        await pilot.pause(0.2)
+
+    assert snap_compare(tools_app(provider_server, script_server("t")), terminal_size=SIZE,
+                        run_before=run_before)
+
+
+def test_the_approval_dialog(snap_compare: SnapCompare,
+                             provider_server: ProviderServer) -> None:
+    answered(provider_server)
+
+    async def run_before(pilot: Pilot) -> None:
+        await send(pilot, "What is the weather this week?")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, ApprovalScreen),
+                         timeout=20)
+        await pilot.pause(0.2)
+
+    assert snap_compare(tools_app(provider_server, script_server("t")), terminal_size=SIZE,
+                        run_before=run_before)
+
+
+def test_a_finished_tool_call_collapsed(snap_compare: SnapCompare,
+                                        provider_server: ProviderServer) -> None:
+    answered(provider_server)
+
+    async def run_before(pilot: Pilot) -> None:
+        await send(pilot, "What is the weather this week?")
+        await finish(pilot)
+
+    assert snap_compare(tools_app(provider_server, script_server("t", trust=True)),
+                        terminal_size=SIZE, run_before=run_before)
+
+
+def test_a_finished_tool_call_expanded(snap_compare: SnapCompare,
+                                       provider_server: ProviderServer) -> None:
+    answered(provider_server)
+
+    async def run_before(pilot: Pilot) -> None:
+        await send(pilot, "What is the weather this week?")
+        await finish(pilot)
+        await pilot.press("ctrl+b")
+        await pilot.pause(0.1)
+
+    assert snap_compare(tools_app(provider_server, script_server("t", trust=True)),
+                        terminal_size=SIZE, run_before=run_before)
