@@ -108,13 +108,14 @@ ROUNDS = 40
 
 async def round_overhead(log_dir: Path) -> dict[str, float]:
     """Median per-round overhead of a tool turn, and the bare SDK's request floor, per provider."""
+    from tests.support.models import model_for
+
     from termchat.devserver import ProviderServer, Script
     from termchat.devserver import ToolCall as ScriptedCall
     from termchat.events import Event, Finish, ToolFinished, ToolRunning
     from termchat.tools.policy import ApprovalPolicy, Choice
     from termchat.tools.runner import ToolRunner
     from termchat.turn import Conversation
-    from tests.support.models import model_for
 
     async def never_asked(call: object) -> Choice:
         raise AssertionError("--yes: nothing is asked")
@@ -202,13 +203,14 @@ async def tui_round_overhead(log_dir: Path) -> dict[str, float]:
     import os
 
     os.environ["XDG_DATA_HOME"] = str(log_dir)
+    from tests.support.models import model_for
+
     from termchat.config import Config
     from termchat.devserver import ProviderServer, Script
     from termchat.devserver import ToolCall as ScriptedCall
     from termchat.events import Event, Finish, ToolFinished, ToolRunning
     from termchat.tools.config import ToolsConfig
     from termchat.tui.app import TermchatApp
-    from tests.support.models import model_for
 
     figures: dict[str, float] = {}
     with ProviderServer() as server:

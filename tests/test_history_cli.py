@@ -587,7 +587,7 @@ def test_export_json_round_trips_what_is_stored(
         run = termchat(["--export", str(ids[name]), "--format", "json"], env)
         assert run.returncode == 0
         with HistoryStore.open(Path(env["XDG_DATA_HOME"]) / "termchat" / "history.db") as store:
-            assert json.loads(run.stdout) == as_json(store.get(ids[name]))
+            assert json.loads(run.stdout) == as_json(store.tree(ids[name], blobs=True))
     assert "Harmless \x1b[2J reply." in [m["text"] for m in json.loads(run.stdout)["messages"]]
 
 

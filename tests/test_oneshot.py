@@ -310,7 +310,8 @@ def test_help_shows_examples(tmp_path: Path) -> None:
 # --- -u, truncation, --json ---------------------------------------------------------------
 
 USAGE_LINE = re.compile(r"finish (\S+) · in (\w+) · out (\w+) · cached (\w+) · "
-                        r"ttft \d+\.\d\ds · ~?\d+\.\d tok/s · \d+\.\ds")
+                        r"ttft \d+\.\d\ds · ~?\d+\.\d tok/s · \d+\.\ds · "
+                        r"context (unknown|<?\d+%) · (cost unknown|\$\S+)")
 
 
 def test_usage_line_on_stderr(results: dict[str, Result]) -> None:
@@ -320,7 +321,7 @@ def test_usage_line_on_stderr(results: dict[str, Result]) -> None:
     (line,) = result.stderr
     match = USAGE_LINE.fullmatch(line)
     assert match, line
-    assert match.groups() == ("stop", "12", "345", "3")
+    assert match.groups() == ("stop", "12", "345", "3", "unknown", "cost unknown")
     assert "~" not in line
 
 
@@ -328,7 +329,8 @@ def test_unknown_usage_is_printed_as_unknown(results: dict[str, Result]) -> None
     (line,) = results["usage-unknown"].stderr
     match = USAGE_LINE.fullmatch(line)
     assert match, line
-    assert match.groups() == ("stop", "unknown", "unknown", "unknown")
+    assert match.groups() == ("stop", "unknown", "unknown", "unknown", "unknown",
+                              "cost unknown")
     assert "~" in line, "a rate estimated from characters is marked as an estimate"
 
 

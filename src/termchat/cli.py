@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, NoReturn
 from termchat import __version__
 from termchat.config import Config, ModelConfig, NotConfiguredError, config_path, load_config
 from termchat.errors import EXIT_INTERRUPTED, TermchatError, UsageError
-from termchat.untrusted import safe_line
+from termchat.untrusted import safe, safe_line
 
 if TYPE_CHECKING:
     from termchat.history import HistoryStore
+    from termchat.tools.box import ServerStatus
     from termchat.turn import Conversation
 
 EXAMPLES = """\
@@ -29,6 +30,12 @@ examples:
   termchat -m anthropic:claude-sonnet-4-5 -s "be terse" "hi"
   termchat -u --max-tokens 50 "write a poem"  usage line on stderr
   termchat --json "hi" | jq .usage
+  termchat -a photo.png -a notes.md "compare"  attach files (images, PDFs, text)
+  cat f.py | termchat -a screenshot.png "why does this fail?"
+  termchat -a - "describe it" < photo.png    stdin as a file (-a -)
+  termchat --tools                           MCP servers, their state and tools
+  termchat --allow-tool time.get_current_time "what time is it in Tokyo?"
+  termchat --no-tools "hi"                   no tools, no MCP server started
   termchat -c "and in French?"               continue the last conversation
   termchat --cid 12 "go on"                  continue conversation 12
   termchat -c                                the TUI, on the last conversation
@@ -42,6 +49,19 @@ anthropic:claude-sonnet-4-5); an OpenAI-compatible server is openai:MODEL with
 OPENAI_BASE_URL or base_url in the config.
 output: piped, exactly the reply's text (no colour, no reasoning); on a terminal, the
 reply rendered as Markdown.
+tools: the model may call the tools of the MCP servers in the config ([mcp.NAME]); they
+start before the first request and stop before termchat exits. Each call is one line on
+stderr; stdout carries only the model's text. A call not pre-approved (allow / trust in the
+config, --allow-tool, --yes) is asked about on the terminal (/dev/tty, even when stdin and
+stdout are pipes); with no terminal it is denied, and the line says how to allow it.
+attachments: -a PATH (repeatable) sends a file with the prompt: text and source files,
+PNG/JPEG/GIF/WebP images, PDFs, told apart by their content. A file that is missing,
+unreadable, binary of an unknown kind or over the provider's limits is refused before
+anything is sent (exit 2).
+cost and context: -u and --json give the reply's cost (all tool rounds) from genai-prices'
+bundled data or the config's price, "cost unknown" when neither knows it, and the share of
+the context window the last request used. A warning says when that passes 80%; a request
+whose low estimate is 110% of the window is not sent (exit 2).
 history: every prompt and reply is kept in $XDG_DATA_HOME/termchat/history.db, partial
 replies included (off for a run with --no-history, always with history = false in the
 config). When it cannot be opened, a warning says why and the chat goes on without it,
@@ -50,8 +70,9 @@ stored yet is a usage error. --list, --show, --search and --export print plain t
 piped (tab-separated rows for --list and --search) and never create the database.
 exit codes: 0 ok (a cut-off reply too, with a warning on stderr), 1 provider or network
 error, or a history that cannot be read, 2 usage or config error (an unknown conversation
-id too), 129 the terminal hung up, 130 interrupted (Ctrl+C), 141 stdout was closed (as by
-| head; the reply so far is kept), 143 terminated. What arrived is stored in every case.
+id, a refused attachment, a request too long for the context window too), 129 the
+terminal hung up, 130 interrupted (Ctrl+C), 141 stdout was closed (as by | head; the
+reply so far is kept), 143 terminated. What arrived is stored in every case.
 """
 
 
@@ -75,15 +96,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-stream", action="store_true",
                         help="print the reply only when it is complete")
     parser.add_argument("--json", action="store_true",
-                        help="print one JSON object: text, model, finish, usage, timings")
+                        help="print one JSON object: text, model, finish, usage, timings, "
+                        "tool calls, cost, context")
     parser.add_argument("-u", "--usage", action="store_true",
-                        help="print finish reason, tokens and timings to stderr")
+                        help="print finish reason, tokens, timings, context share and cost "
+                        "to stderr")
+    parser.add_argument("-a", "--attach", action="append", metavar="PATH",
+                        help="attach a file (repeatable); - attaches stdin as a file")
     parser.add_argument("--config", metavar="PATH", help="config file (default: "
                         "$XDG_CONFIG_HOME/termchat/config.toml, or $TERMCHAT_CONFIG)")
     parser.add_argument("--demo", action="store_true",
                         help="the chat TUI against the built-in local provider server (no key "
                         "needed, nothing saved); the same opens when no model is configured")
     parser.add_argument("--version", action="version", version=f"termchat {__version__}")
+    tools = parser.add_argument_group("tools")
+    tools.add_argument("--tools", action="store_true",
+                       help="start the MCP servers, list each with its state and tools, "
+                       "stop them and exit (1 if one failed to start)")
+    tools.add_argument("--no-tools", action="store_true",
+                       help="offer the model no tools this run (no MCP server is started)")
+    tools.add_argument("--allow-tool", action="append", metavar="NAME",
+                       help="run calls of this tool without asking (repeatable): SERVER.TOOL, "
+                       "SERVER.* for all of a server's, or TOOL on any server")
+    tools.add_argument("-y", "--yes", action="store_true",
+                       help="run every tool call without asking")
     history = parser.add_argument_group("history")
     history.add_argument("--no-history", action="store_true", help="store nothing for this run")
     continuing = history.add_mutually_exclusive_group()
@@ -113,8 +149,11 @@ _REPLY_OPTIONS = {
     "model": "-m/--model", "system": "-s/--system", "max_tokens": "--max-tokens",
     "temperature": "--temperature", "no_stream": "--no-stream", "json": "--json",
     "usage": "-u/--usage", "no_history": "--no-history", "continue_": "-c/--continue",
-    "cid": "--cid",
+    "cid": "--cid", "attach": "-a/--attach", "no_tools": "--no-tools",
+    "allow_tool": "--allow-tool", "yes": "--yes",
 }
+# What --tools takes besides --config: whether each tool would run unasked.
+_TOOLS_OPTIONS = ("allow_tool", "yes")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -135,16 +174,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: list[str], *, exit_now: bool = False) -> int:
     args = build_parser().parse_args(argv)
     view = _check(args)
-    if view is not None:
+    if view is not None and view != "--tools":
         from termchat.history_cli import run_view
 
         return run_view(args, view)
     config = load_config(args.config)
     for warning in config.warnings:
         print(safe_line(f"termchat: {warning}"), file=sys.stderr)
+    if view == "--tools":
+        return _list_tools(config, args)
+    _check_allow_tools(config, args.allow_tool or [])
     history = config.history and not args.no_history
-    interactive = (not args.prompt and sys.stdin is not None and sys.stdin.isatty()
-                   and sys.stdout.isatty() and not (args.json or args.no_stream))
+    interactive = (not args.prompt and not args.attach and sys.stdin is not None
+                   and sys.stdin.isatty() and sys.stdout.isatty()
+                   and not (args.json or args.no_stream))
     store: HistoryStore | None = None
     conversation: Conversation | None = None
     if args.continue_ or args.cid is not None:
@@ -177,7 +220,7 @@ def _main(argv: list[str], *, exit_now: bool = False) -> int:
     from termchat.oneshot import run_oneshot
 
     try:
-        code = run_oneshot(args, conversation)
+        code = run_oneshot(args, conversation, config.tools)
     finally:
         if store is not None:
             store.close()
@@ -214,6 +257,10 @@ def _check(args: argparse.Namespace) -> str | None:
         raise UsageError("--limit must be above 0")
     view = next((f"--{name}" for name in ("list", "show", "search", "export")
                  if _given(getattr(args, name))), None)
+    if args.tools:
+        if view is not None:
+            raise UsageError(f"--tools cannot be combined with {view}")
+        view = "--tools"
     if args.limit is not None and view not in ("--list", "--search"):
         raise UsageError("--limit goes with --list or --search")
     if args.format is not None and view != "--export":
@@ -224,11 +271,58 @@ def _check(args: argparse.Namespace) -> str | None:
         hint = "; quote the words to search for" if view == "--search" else ""
         raise UsageError(f"{view} takes no prompt (got {' '.join(args.prompt)!r}){hint}")
     for name, option in _REPLY_OPTIONS.items():
-        if _given(getattr(args, name)):
+        if _given(getattr(args, name)) and not (view == "--tools" and name in _TOOLS_OPTIONS):
             raise UsageError(f"{view} cannot be combined with {option}")
     if view == "--search" and not args.search.strip("* \t\n"):
         raise UsageError("--search needs a word to look for")
     return view
+
+
+def _list_tools(config: Config, args: argparse.Namespace) -> int:
+    """`termchat --tools`: every configured server started, listed with its state and tools
+    (and whether each runs unasked), and stopped; 1 when an enabled server failed to start.
+    With no server configured nothing is started (and the MCP SDK is not imported)."""
+    if not config.tools.servers:
+        print(f"No MCP servers are configured: add [mcp.NAME] tables to {config.path} "
+              "(see config.example.toml).")
+        return 0
+    import asyncio
+
+    from termchat.tools.box import ToolBox, listing
+    from termchat.tools.policy import ApprovalPolicy
+    from termchat.tools.servers import ServerState
+
+    async def started() -> list[ServerStatus]:
+        box = ToolBox(config.tools)
+        try:
+            await box.wait_ready()
+            return box.statuses()
+        finally:
+            await box.aclose()
+
+    statuses = asyncio.run(started())
+    policy = ApprovalPolicy(config.tools, yes=args.yes, allow_tools=args.allow_tool or [])
+    # Names, descriptions and reasons come from the servers: each line made safe.
+    for line in listing(statuses, policy).splitlines():
+        print(safe(line))
+    return 1 if any(s.state is ServerState.FAILED for s in statuses) else 0
+
+
+def _check_allow_tools(config: Config, names: list[str]) -> None:
+    """`--allow-tool SERVER.TOOL` must name a configured server (a typo would leave every
+    call asking, or denied with no terminal, without a word)."""
+    import difflib
+
+    for name in names:
+        server, dot, tool = name.partition(".")
+        if not name.strip() or (dot and not (server and tool)):
+            raise UsageError(f"--allow-tool {name!r}: give SERVER.TOOL, SERVER.* or TOOL")
+        if dot and server not in config.tools.servers:
+            close = difflib.get_close_matches(server, list(config.tools.servers), n=1)
+            fix = f"did you mean {close[0]}.{tool}?" if close else \
+                f"configured servers: {', '.join(config.tools.servers) or 'none'}"
+            raise UsageError(f"--allow-tool {name}: there is no MCP server '{server}' in "
+                             f"{config.path}; {fix}")
 
 
 def _given(value: object) -> bool:

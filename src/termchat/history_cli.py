@@ -1,7 +1,8 @@
 """`--list`, `--show`, `--search` and `--export`: stored conversations on stdout.
 
 Piped, the output is plain and exact: tab-separated rows for lists (id, date, ...; no
-header), the stored text as it is for a conversation. On a terminal, lists are Rich tables,
+header), the stored text as it is for a conversation (tool calls and attachments on lines
+of their own, in brackets). On a terminal, lists are Rich tables,
 replies are rendered as Markdown, and escape sequences in stored text are removed. Reading
 never creates the database.
 """
@@ -12,6 +13,8 @@ import argparse
 import sys
 from typing import IO, TYPE_CHECKING
 
+from termchat.content import Attachment
+from termchat.content import Text as TextPart
 from termchat.errors import EXIT_BROKEN_PIPE, silence
 from termchat.history import (
     ConversationNotFound,
@@ -24,6 +27,8 @@ from termchat.history import (
     as_markdown,
     default_path,
 )
+from termchat.history.export import ToolUse, alternative, attachment_label, shown_parts
+from termchat.history.records import one_line
 from termchat.present import MARK, local_time, marked, reply_header
 from termchat.untrusted import json_text, safe, safe_line
 
@@ -32,6 +37,8 @@ if TYPE_CHECKING:
     from rich.text import Text
 
 DEFAULT_LIMIT = 50
+# A tool call's arguments on its `--show` line (the export has them all).
+ARGUMENTS_SHOWN = 300
 
 
 def run_view(args: argparse.Namespace, view: str) -> int:
@@ -68,7 +75,8 @@ def _run(args: argparse.Namespace, view: str, out: IO[str], *, tty: bool) -> Non
         elif view == "--show":
             _show(store.get(args.show), out, tty=tty)
         elif args.format == "json":
-            out.write(json_text(as_json(store.get(args.export)), indent=2) + "\n")
+            tree = store.tree(args.export, blobs=True)
+            out.write(json_text(as_json(tree), indent=2) + "\n")
         else:
             markdown = as_markdown(store.get(args.export))
             out.write(safe(markdown) if tty else markdown)
@@ -135,13 +143,15 @@ def _highlighted(snippet: str) -> Text:
 
 
 def _show(stored: StoredConversation, out: IO[str], *, tty: bool) -> None:
-    """The conversation, one headed block per message; a reply's header says how it ended."""
+    """The active path, one headed block per message: its text, attachments and tool calls in
+    order; a reply's header says how it ended, and a message with alternatives says so."""
     head = (f"model {stored.model} · started {local_time(stored.created)} · updated "
             f"{local_time(stored.updated)} · {len(stored.messages)} messages")
     if not tty:
         out.write(f"Conversation {stored.id}: {stored.title}\n{head}\n")
         for message in stored.messages:
-            out.write(f"\n--- {_describe(message)}\n{message.text}\n")
+            body = "\n".join(_plain(part) for part in shown_parts(message))
+            out.write(f"\n--- {_describe(message)}\n{body}\n")
         return
     from rich.text import Text
 
@@ -156,16 +166,35 @@ def _show(stored: StoredConversation, out: IO[str], *, tty: bool) -> None:
         if message.status not in ("complete", "streaming"):
             style = "bold yellow"
         console.print(Text(f"─── {safe(_describe(message))}", style=style))
-        text = safe(message.text)
-        if message.role == "assistant" and text.strip():
-            console.print(full_markdown(text))
-        else:
-            console.print(Text(text or "(no text)", style="" if text else "dim"))
+        shown = shown_parts(message)
+        if not shown:
+            console.print(Text("(no text)", style="dim"))
+        for part in shown:
+            if not isinstance(part, TextPart):
+                console.print(Text(safe(_plain(part)), style="dim"))
+            elif message.role == "assistant" and part.text.strip():
+                console.print(full_markdown(safe(part.text)))
+            else:
+                console.print(Text(safe(part.text)))
+
+
+def _plain(part: TextPart | Attachment | ToolUse) -> str:
+    """A part as `--show` prints it: text as it is, an attachment or a tool call in
+    brackets (a call's result indented below it)."""
+    if isinstance(part, TextPart):
+        return part.text
+    if isinstance(part, Attachment):
+        return f"[attached {attachment_label(part)}]"
+    line = f"[tool {part.name} {one_line(part.arguments, ARGUMENTS_SHOWN)} → {part.outcome}]"
+    return "\n".join([line, *("  " + row for row in part.result.splitlines())])
 
 
 def _describe(message: StoredMessage) -> str:
-    """A message's header: `user`, or how the reply ended (see `present.reply_header`)."""
-    return "user" if message.role == "user" else reply_header(message.to_reply())
+    """A message's header: `user`, or how the reply ended (see `present.reply_header`), and
+    `(alternative 2 of 3)` when it has alternatives."""
+    header = "user" if message.role == "user" else reply_header(message.to_reply())
+    other = alternative(message.siblings)
+    return f"{header} ({other})" if other else header
 
 
 def _note(line: str) -> None:

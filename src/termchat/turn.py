@@ -97,6 +97,11 @@ class Reply:
     _open: tuple[type[Text] | type[Reasoning], list[str]] | None = field(default=None,
                                                                        repr=False)
 
+    @property
+    def last_usage(self) -> Usage:
+        """The last request's usage: what the context held when the reply ended."""
+        return self.round_usages[-1] if self.round_usages else Usage()
+
     def __post_init__(self, initial_text: str, initial_parts: list[Part] | None) -> None:
         if initial_parts:
             self._done = list(initial_parts)
@@ -213,7 +218,7 @@ class ToolRunner(Protocol):
 
     @property
     def definitions(self) -> tuple[ToolDefinition, ...]:
-        """The tools offered to the model, as they are when a turn starts."""
+        """The tools offered to the model (read when the turn's first request is built)."""
         ...
 
     async def run(self, call: ToolCall, on_event: EventSink | None) -> ToolResult:
@@ -378,6 +383,9 @@ class Exchange:
     recorder: Recorder | None = None
     attachments: tuple[Attachment, ...] = ()
     """Files sent with the prompt, in order, after its text."""
+    message_ids: tuple[int, int] | None = None
+    """Where the history keeps it, for an exchange loaded from there: its prompt's and its
+    reply's message ids (to regenerate, edit, continue or flip alternatives)."""
 
     def prompt_message(self) -> Message:
         text: tuple[Part, ...] = (Text(self.prompt),) if self.prompt else ()

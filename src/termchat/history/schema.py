@@ -75,6 +75,70 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         END""",
         "INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')",
     ),
+    (
+        # Search covers tool names, arguments and results too: the index gets a column.
+        "DROP TRIGGER messages_fts_insert",
+        "DROP TRIGGER messages_fts_delete",
+        "DROP TRIGGER messages_fts_update",
+        "DROP TABLE messages_fts",
+        # The message it follows (a prompt the reply before it, a reply its prompt; NULL for
+        # a first prompt), and whether it is the one shown and sent of its parent's children.
+        "ALTER TABLE messages ADD COLUMN parent_id INTEGER REFERENCES messages (id)",
+        "ALTER TABLE messages ADD COLUMN active INTEGER NOT NULL DEFAULT 1 "
+        "CHECK (active IN (0, 1))",
+        # NULL: `text` is the only part (every v2 row). Else a JSON list, see `encoding`.
+        "ALTER TABLE messages ADD COLUMN parts TEXT",
+        "ALTER TABLE messages ADD COLUMN tools TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE messages ADD COLUMN continuations INTEGER NOT NULL DEFAULT 0",
+        # Every stored conversation becomes one branch: each message follows the one before.
+        """UPDATE messages SET parent_id = (
+            SELECT prior.id FROM messages prior
+            WHERE prior.conversation_id = messages.conversation_id
+                AND prior.seq < messages.seq
+            ORDER BY prior.seq DESC LIMIT 1)""",
+        # Covers reading a conversation's shape (its path, each message's alternatives)
+        # without touching the rows and their long texts.
+        "CREATE INDEX messages_tree ON messages (conversation_id, parent_id, active, seq)",
+        # Finding a message's children: the foreign key's own checks need it too.
+        "CREATE INDEX messages_by_parent ON messages (parent_id)",
+        "CREATE UNIQUE INDEX messages_one_active_child ON messages (parent_id) "
+        "WHERE active = 1",
+        "CREATE UNIQUE INDEX messages_one_active_root ON messages (conversation_id) "
+        "WHERE active = 1 AND parent_id IS NULL",
+        # Attachments, stored once however often they are sent, in this same private file.
+        """CREATE TABLE blobs (
+            digest TEXT PRIMARY KEY,
+            media_type TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            data BLOB NOT NULL
+        )""",
+        # Which messages carry which blob: a blob no message carries is deleted with the last
+        # conversation that had it.
+        """CREATE TABLE message_blobs (
+            message_id INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+            digest TEXT NOT NULL REFERENCES blobs (digest),
+            PRIMARY KEY (message_id, digest)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX message_blobs_by_digest ON message_blobs (digest)",
+        """CREATE VIRTUAL TABLE messages_fts USING fts5(
+            text, tools, content='messages', content_rowid='id',
+            tokenize='unicode61 remove_diacritics 2'
+        )""",
+        """CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+            INSERT INTO messages_fts (rowid, text, tools) VALUES (new.id, new.text, new.tools);
+        END""",
+        """CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+            INSERT INTO messages_fts (messages_fts, rowid, text, tools)
+                VALUES ('delete', old.id, old.text, old.tools);
+        END""",
+        """CREATE TRIGGER messages_fts_update AFTER UPDATE OF text, tools ON messages
+        WHEN old.text IS NOT new.text OR old.tools IS NOT new.tools BEGIN
+            INSERT INTO messages_fts (messages_fts, rowid, text, tools)
+                VALUES ('delete', old.id, old.text, old.tools);
+            INSERT INTO messages_fts (rowid, text, tools) VALUES (new.id, new.text, new.tools);
+        END""",
+        "INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -127,6 +191,18 @@ def transaction(db: sqlite3.Connection) -> Iterator[None]:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+
+
+@contextmanager
+def snapshot(db: sqlite3.Connection) -> Iterator[None]:
+    """Reads that see one state of the database, whatever other processes write meanwhile
+    (a conversation's shape and then its rows, say)."""
+    db.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if db.in_transaction:
+            db.execute("COMMIT")
 
 
 def lenient_text(data: bytes) -> str:

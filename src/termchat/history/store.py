@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from termchat.config import data_dir
+from termchat.history.blobs import IN_IDS, blob_data, carried_by, drop_unused
 from termchat.history.problems import (
     HistoryError,
     HistoryUnavailable,
@@ -24,6 +26,7 @@ from termchat.history.records import (
     ConversationSummary,
     LoadedConversation,
     SearchHit,
+    Siblings,
     StoredConversation,
     message_from_row,
     one_line,
@@ -34,8 +37,10 @@ from termchat.history.schema import (
     create_private,
     lenient_text,
     migrate_and_sweep,
+    snapshot,
     transaction,
 )
+from termchat.history.tree import Shape
 
 # `termchat.turn` (and so asyncio) is imported only when a conversation is loaded: listing,
 # searching and exporting stay quick to start.
@@ -46,9 +51,10 @@ DEFAULT_TIMEOUT = 3.0
 PREVIEW_LENGTH = 100
 SEARCH_WINDOW = 10_000
 MESSAGE_COLUMNS = (
-    "seq, role, text, reasoning, model, provider, status, finish_reason, finish_kind, "
-    "input_tokens, output_tokens, cached_tokens, reasoning_tokens, ttft, duration, error, "
-    "error_kind, created, updated, writer_host, writer_pid"
+    "id, parent_id, active, seq, role, text, reasoning, parts, model, provider, status, "
+    "finish_reason, finish_kind, input_tokens, output_tokens, cached_tokens, reasoning_tokens, "
+    "ttft, duration, error, error_kind, continuations, created, updated, writer_host, "
+    "writer_pid"
 )
 
 Warn = Callable[[str], None]
@@ -143,10 +149,11 @@ class HistoryStore:
         return ConversationRecord(self, None)
 
     def resume(self, cid: int | str) -> ConversationRecord:
-        """Record further turns into an existing conversation."""
+        """Record further turns into an existing conversation, after its active path."""
         from termchat.history.recording import ConversationRecord
 
-        return ConversationRecord(self, self._existing(cid))
+        number = self._existing(cid)
+        return ConversationRecord(self, number, self.path_end(number))
 
     def write(self, action: Callable[[sqlite3.Connection], T]) -> T | None:
         """Run a write and return its result, or warn once and return None on failure: a chat
@@ -195,20 +202,18 @@ class HistoryStore:
         if query:
             escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             where, params = "WHERE c.title LIKE ? ESCAPE '\\'", [f"%{escaped}%"]
-        with self._using() as db:
+        with self._using() as db, snapshot(db):
             rows = db.execute(
                 f"""SELECT c.id, c.title, c.model, c.created, c.updated,
-                    (SELECT count(*) FROM messages WHERE conversation_id = c.id) AS messages,
-                    (SELECT substr(text, 1, {PREVIEW_LENGTH * 4}) FROM messages
-                     WHERE conversation_id = c.id AND text != '' ORDER BY seq DESC LIMIT 1)
-                     AS preview
+                    (SELECT count(*) FROM messages WHERE conversation_id = c.id) AS messages
                 FROM conversations c {where}
                 ORDER BY c.updated DESC, c.id DESC LIMIT ? OFFSET ?""",
                 [*params, limit, offset],
             ).fetchall()
+            previews = _previews(db, [row["id"] for row in rows])
         return [ConversationSummary(row["id"], row["title"], row["model"], row["created"],
                                     row["updated"], row["messages"],
-                                    preview=one_line(row["preview"] or "", PREVIEW_LENGTH))
+                                    preview=one_line(previews[row["id"]], PREVIEW_LENGTH))
                 for row in rows]
 
     def search(self, text: str, limit: int = 50, *,
@@ -228,8 +233,8 @@ class HistoryStore:
                 "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? "
                 "ORDER BY rowid DESC LIMIT 1 OFFSET ?", (match, SEARCH_WINDOW - 1)).fetchone()
             rows = db.execute(
-                """SELECT m.conversation_id, c.title, m.seq, m.role,
-                    snippet(messages_fts, 0, ?, ?, '…', 16) AS snippet, m.created
+                """SELECT m.conversation_id, c.title, m.seq, m.role, m.id,
+                    snippet(messages_fts, -1, ?, ?, '…', 16) AS snippet, m.created
                 FROM messages_fts
                 JOIN messages m ON m.id = messages_fts.rowid
                 JOIN conversations c ON c.id = m.conversation_id
@@ -238,35 +243,154 @@ class HistoryStore:
                 (*highlight, match, oldest[0] if oldest else 0, limit),
             ).fetchall()
         return [SearchHit(row["conversation_id"], row["title"], row["seq"], row["role"],
-                          one_line(row["snippet"]), row["created"]) for row in rows]
+                          one_line(row["snippet"]), row["created"], row["id"]) for row in rows]
 
-    def get(self, cid: int | str) -> StoredConversation:
-        """A conversation with all its messages in order."""
+    def get(self, cid: int | str, *, blobs: bool = False) -> StoredConversation:
+        """A conversation's active path: the messages shown and sent as context, in order,
+        each with its alternatives (`siblings`). With `blobs`, attachments carry their
+        bytes."""
+        return self._read(cid, blobs, Shape.path)
+
+    def tree(self, cid: int | str, *, blobs: bool = False) -> StoredConversation:
+        """Every message of a conversation, every branch, in the order they were written."""
+        return self._read(cid, blobs, lambda shape: [node.id for node in shape.nodes.values()])
+
+    def _read(self, cid: int | str, blobs: bool,
+              chosen: Callable[[Shape], list[int]]) -> StoredConversation:
         number = parse_cid(cid)
-        with self._using() as db:
+        with self._using() as db, snapshot(db):
             head = db.execute("SELECT id, title, model, created, updated FROM conversations "
                               "WHERE id = ?", (number,)).fetchone()
-            rows = db.execute(f"SELECT {MESSAGE_COLUMNS} FROM messages "
-                              "WHERE conversation_id = ? ORDER BY seq", (number,)).fetchall()
-        if head is None:
-            raise not_found(cid)
+            if head is None:
+                raise not_found(cid)
+            shape = Shape.read(db, number)
+            ids = chosen(shape)
+            rows = {row["id"]: row for row in db.execute(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id {IN_IDS}", (json.dumps(ids),))}
+            data = blob_data(db, ids) if blobs else None
         now = time.time()
-        return StoredConversation(head["id"], head["title"], head["model"], head["created"],
-                                  head["updated"],
-                                  messages=[message_from_row(row, now) for row in rows])
+        return StoredConversation(
+            head["id"], head["title"], head["model"], head["created"], head["updated"],
+            messages=[message_from_row(rows[i], now, shape.siblings(i), data) for i in ids])
 
     def load(self, cid: int | str) -> LoadedConversation:
-        """The conversation as exchanges, to continue it with `turn.Conversation`."""
+        """The active path as exchanges (attachments with their bytes, message ids set), to
+        continue it with `turn.Conversation`."""
         from termchat.turn import Exchange
 
-        stored = self.get(cid)
-        # A prompt and its reply row are written in one transaction, so they always pair up.
-        prompts = (m.text for m in stored.messages if m.role == "user")
-        exchanges = [Exchange(next(prompts, ""), m.to_reply())
-                     for m in stored.messages if m.role == "assistant"]
+        stored = self.get(cid, blobs=True)
+        exchanges, prompt = [], None
+        for message in stored.messages:
+            if message.role == "user":
+                prompt = message
+                continue
+            # A prompt and its reply row are written in one transaction: they always pair up.
+            paired = prompt is not None and message.parent_id == prompt.id
+            exchanges.append(Exchange(
+                prompt.text if paired and prompt else "", message.to_reply(),
+                attachments=prompt.attachments if paired and prompt else (),
+                message_ids=(prompt.id, message.id) if paired and prompt else None))
+            prompt = None
         replies = [m for m in stored.messages if m.role == "assistant"]
         label = f"{replies[-1].provider}:{replies[-1].model}" if replies else ""
         return LoadedConversation(stored.id, stored.title, stored.model, label, exchanges)
+
+    def siblings(self, message_id: int) -> Siblings:
+        """A message's alternatives (its parent's children), oldest first, and its place."""
+        with self._using() as db, snapshot(db):
+            shape = Shape.read(db, self._conversation_of(db, message_id))
+        return shape.siblings(message_id)
+
+    def path_end(self, cid: int | str) -> int | None:
+        """The last message of the active path (the reply the next prompt follows), or None
+        when the path is empty (the first exchange was undone)."""
+        with self._using() as db:
+            path = Shape.read(db, parse_cid(cid)).path()
+        return path[-1] if path else None
+
+    def _conversation_of(self, db: sqlite3.Connection, message_id: int) -> int:
+        row = db.execute("SELECT conversation_id FROM messages WHERE id = ?",
+                         (message_id,)).fetchone()
+        if row is None:
+            raise HistoryError(f"No message {message_id} in the history.")
+        return int(row[0])
+
+    # -- branches -------------------------------------------------------------------------
+
+    def activate(self, message_id: int, cid: int | None = None) -> int:
+        """Make the path through `message_id` the one shown and sent: the message and its
+        ancestors each become the active one of their siblings, and the path goes on
+        through its active descendants. Returns its conversation's id (which must be `cid`
+        when given)."""
+        with self._using() as db, transaction(db):
+            found = self._conversation_of(db, message_id)
+            if cid is not None and found != cid:
+                raise HistoryError(f"Conversation {cid} has no message {message_id}.")
+            Shape.read(db, found).activate(db, message_id)
+        return found
+
+    def undo(self, cid: int | str) -> int | None:
+        """Take the last exchange off the active path; it is kept, as an abandoned branch
+        (its prompt inactive, so the reply before it has no active child) that `activate`
+        brings back. Returns the undone prompt's id, or None when the path is empty."""
+        number = self._existing(cid)
+        with self._using() as db, transaction(db):
+            shape = Shape.read(db, number)
+            path = shape.path()
+            if not path:
+                return None
+            end = shape.nodes[path[-1]]
+            role = db.execute("SELECT role FROM messages WHERE id = ?", (end.id,)).fetchone()[0]
+            prompt = end.id if role == "user" or end.parent_id is None else end.parent_id
+            db.execute("UPDATE messages SET active = 0 WHERE id = ?", (prompt,))
+            db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (time.time(), number))
+        return prompt
+
+    def fork(self, cid: int | str, message_id: int | None = None) -> int:
+        """A new conversation that is a copy of conversation `cid`'s path up to and including
+        `message_id` (a prompt comes with its active reply: an exchange is the unit of
+        context), or of its whole active path. Returns the new conversation's id."""
+        number = self._existing(cid)
+        with self._using() as db, transaction(db):
+            shape = Shape.read(db, number)
+            if message_id is None:
+                ids = shape.path()
+            elif message_id not in shape.nodes:
+                raise HistoryError(f"Conversation {number} has no message {message_id}.")
+            else:
+                ids = shape.ancestry(message_id)
+                role = db.execute("SELECT role FROM messages WHERE id = ?",
+                                  (message_id,)).fetchone()[0]
+                reply = shape.active_child(message_id) if role == "user" else None
+                ids += [reply.id] if reply is not None else []
+            if not ids:
+                raise HistoryError(f"Conversation {number} has no messages to fork.")
+            now = time.time()
+            forked = db.execute(
+                "INSERT INTO conversations (title, model, created, updated) "
+                "SELECT title, model, ?, ? FROM conversations WHERE id = ?",
+                (now, now, number)).lastrowid
+            parent = None
+            for seq, original in enumerate(ids):
+                parent = db.execute(
+                    f"INSERT INTO messages (conversation_id, seq, parent_id, active, {COPY_INTO}) "
+                    f"SELECT ?, ?, ?, 1, {COPY_FROM} FROM messages WHERE id = ?",
+                    (forked, seq, parent, original)).lastrowid
+                db.execute("INSERT INTO message_blobs (message_id, digest) "
+                           "SELECT ?, digest FROM message_blobs WHERE message_id = ?",
+                           (parent, original))
+        assert forked is not None
+        return forked
+
+    def import_json(self, data: object) -> int:
+        """Store a conversation exported with `as_json` (any version) as a new conversation,
+        its whole tree and attachments; returns its id. Raises `HistoryError` with one line
+        when `data` is not such an export."""
+        from termchat.history.importing import parse_export, write_import
+
+        imported = parse_export(data)
+        with self._using() as db, transaction(db):
+            return write_import(db, imported, time.time())
 
     # -- managing -------------------------------------------------------------------------
 
@@ -281,11 +405,14 @@ class HistoryStore:
             raise not_found(cid)
 
     def delete(self, cid: int | str) -> None:
-        """Delete a conversation, its messages and their search entries."""
+        """Delete a conversation, its messages and their search entries, and the attachments
+        no other conversation holds."""
         number = parse_cid(cid)
         with self._using() as db, transaction(db):
+            digests = carried_by(db, number)
             db.execute("DELETE FROM messages WHERE conversation_id = ?", (number,))
             done = db.execute("DELETE FROM conversations WHERE id = ?", (number,)).rowcount
+            drop_unused(db, digests)
         if not done:
             raise not_found(cid)
 
@@ -299,6 +426,38 @@ def open_or_warn(enabled: bool, warn: Warn) -> HistoryStore | None:
     except HistoryUnavailable as exc:
         warn(exc.message)
         return None
+
+
+# A fork copies every column but its conversation, place, parent and flag; nothing will
+# write a copied reply that was still streaming.
+_COPIED = ("role", "text", "reasoning", "parts", "tools", "model", "provider", "status",
+           "finish_reason", "finish_kind", "input_tokens", "output_tokens", "cached_tokens",
+           "reasoning_tokens", "ttft", "duration", "error", "error_kind", "continuations",
+           "created", "updated")
+COPY_INTO = ", ".join(_COPIED)
+COPY_FROM = ", ".join("CASE status WHEN 'streaming' THEN 'interrupted' ELSE status END"
+                      if column == "status" else column for column in _COPIED)
+
+
+def _previews(db: sqlite3.Connection, cids: list[int]) -> dict[int, str]:
+    """Each conversation's last words: the last message with text on its active path."""
+    pending = {cid: Shape.read(db, cid).path() for cid in cids}
+    found: dict[int, str] = {}
+    while pending:
+        # The path's last message nearly always has text, else the prompt before it.
+        batch = {cid: path[-2:] for cid, path in pending.items()}
+        texts = dict(db.execute(
+            f"SELECT id, substr(text, 1, {PREVIEW_LENGTH * 4}) FROM messages "
+            f"WHERE id {IN_IDS} AND text != ''",
+            (json.dumps([i for ids in batch.values() for i in ids]),)).fetchall())
+        for cid, ids in batch.items():
+            text = next((texts[i] for i in reversed(ids) if i in texts), None)
+            if text is not None or len(pending[cid]) <= len(ids):
+                found[cid] = text or ""
+                del pending[cid]
+            else:
+                del pending[cid][-len(ids):]
+    return found
 
 
 def default_path() -> Path:
