@@ -66,3 +66,51 @@ def test_a_tool_call_is_shown_asked_about_run_and_answered_in_a_real_terminal(
         assert not alive(pid) and not group_alive(pid)
     finally:
         tmux.kill()
+
+
+def test_yes_runs_calls_unasked_and_continuing_with_no_tools_shows_the_stored_calls(
+        provider_server: ProviderServer, tmp_path: Path) -> None:
+    events = Events(tmp_path / "events")
+    config = BASE_CONFIG + (
+        "\n[mcp.notes]\n"
+        f"command = {json.dumps(sys.executable)}\n"
+        f"args = [{json.dumps(str(SERVER_SCRIPT))}]\n"
+        f"env = {{ MCP_TEST_EVENTS = {json.dumps(str(events.path))} }}\n")
+    env = environment(tmp_path, provider_server, config=config)
+    env.pop("TMUX", None)
+    provider_server.queue(
+        Script(text="Looking.", tool_calls=[
+            ToolCall("notes__echo", json.dumps({"text": "water the plants"}), id="c1")]),
+        Script(text="It says to water the plants."),
+        Script(text="You are welcome."))
+    tmux = Tmux(env)
+    try:
+        tmux("start-server", ";", "set-option", "-s", "escape-time", "0")
+        tmux.start(f"{TERMCHAT} --yes; {TERMCHAT} -c --no-tools; echo EXIT=$?; sleep 600")
+        tmux.wait_for(r"\^t Tools")
+        tmux("send-keys", "-l", "what does my note say?")
+        tmux("send-keys", "Enter")
+        # No dialog: --yes let it run, and the block says so.
+        tmux.wait_for(r"✔ done .*allowed: --yes")
+        tmux.wait_for(r"It says to water the plants\.")
+        assert not any("Allow this tool call?" in line for line in tmux.everything())
+        tmux("send-keys", "C-q")
+
+        # `termchat -c --no-tools`: the stored call is shown as it ended, and no tool is
+        # offered (nor any server started) for the next reply.
+        # Its footer has no Tools key: no server is configured for it.
+        tmux.wait_for(r"\^r History  \^b Expand tool")
+        tmux.wait_for(r"→ water the plants")
+        starts = sum(line.startswith("start ") for line in events.lines())
+        tmux("send-keys", "-l", "thanks")
+        tmux("send-keys", "Enter")
+        tmux.wait_for(r"You are welcome\.")
+        continued = provider_server.requests[-1].body
+        assert "tools" not in continued
+        assert [m["role"] for m in continued["messages"]] == [
+            "user", "assistant", "tool", "assistant", "user"]
+        tmux("send-keys", "C-q")
+        tmux.wait_for(r"^EXIT=0$")
+        assert sum(line.startswith("start ") for line in events.lines()) == starts == 1
+    finally:
+        tmux.kill()
