@@ -14,15 +14,18 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import OptionList
 
-from termchat.config import Config
+from termchat.config import Config, ModelConfig
 from termchat.content import ToolCall as Call
 from termchat.content import ToolOutcome, ToolResult
 from termchat.devserver import ProviderServer, Script, ToolCall
+from termchat.history import HistoryStore, continue_conversation
 from termchat.tools.config import ServerConfig, ToolsConfig
 from termchat.tools.policy import DENIED_TEXT, SessionRule
 from termchat.tui.app import TermchatApp
 from termchat.tui.approval import ApprovalScreen
+from termchat.tui.history_screen import HistoryScreen
 from termchat.tui.messages import AssistantMessage, NoteLine
 from termchat.tui.tool_block import Phase, ToolBlock
 from termchat.tui.tools_screen import ToolsScreen
@@ -455,6 +458,80 @@ async def test_a_stored_reply_with_tool_calls_opens_as_its_blocks(srv: ProviderS
                                                                      "It said hi."]
 
 
+def stored_app(config: Config, store: HistoryStore, conversation: Conversation | None = None,
+               model: ModelConfig | None = None) -> TermchatApp:
+    model = conversation.model if conversation is not None else model
+    assert model is not None
+    return TermchatApp(config, model, conversation=conversation, history=store,
+                       cursor_blink=False, show_timings=False)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_continuing_a_tool_turn_shows_its_calls_and_replays_them_exactly(
+        srv: ProviderServer, tmp_path: Path, provider: str) -> None:
+    srv.queue(Script(text="Let me look.", tool_calls=[ToolCall("t__echo", ECHO, id="c1")]),
+              Script(text="It said hello."), Script(text="Again."))
+    model = model_for(srv, provider)
+    config = Config(path=Path("/nonexistent/config.toml"), models={"test": model},
+                    tools=ToolsConfig(servers={"t": script_server("t", trust=True)}))
+    # The app closes its store when it ends, as termchat does.
+    async with stored_app(config, HistoryStore.open(tmp_path / "history.db"),
+                          model=model).run_test(size=(100, 40)) as pilot:
+        await send(pilot, "echo hello")
+        await finish(pilot)
+    with HistoryStore.open(tmp_path / "history.db") as store:
+        # What `termchat -c` does: the TUI starts on the last conversation.
+        cid = store.last_conversation_id()
+        assert cid is not None
+        app = stored_app(config, store, continue_conversation(config, store, cid))
+        async with app.run_test(size=(100, 40)) as pilot:
+            await wait_until(pilot, lambda: bool(blocks(app)))
+            [block] = blocks(app)
+            assert (block.call.phase, block.outcome) == (Phase.DONE, ToolOutcome.OK)
+            assert "→ hello from the tool" in block_text(block)
+            assert [m.text for m in app.chat.query(AssistantMessage)] == [
+                "Let me look.", "It said hello."]
+            await send(pilot, "and again?")
+            await finish(pilot)
+    _, follow_up, continued = srv.requests
+    sent = follow_up.body["messages"]
+    assert continued.body["messages"][:len(sent)] == sent
+    assert wire_results(provider, continued.body) == [("c1", "hello from the tool", False)]
+
+
+async def test_a_cancelled_tool_turn_reopens_from_the_history_screen_as_it_ended(
+        srv: ProviderServer, tmp_path: Path) -> None:
+    events = Events(tmp_path / "events")
+    srv.queue(Script(text="Two things.", tool_calls=[
+        ToolCall("t__echo", '{"text": "first"}', id="e"),
+        ToolCall("t__sleep", '{"seconds": 30}', id="s")]))
+    model = model_for(srv)
+    config = Config(path=Path("/nonexistent/config.toml"), models={"test": model},
+                    tools=ToolsConfig(servers={"t": script_server("t", events=events.path,
+                                                                  trust=True)}))
+    with HistoryStore.open(tmp_path / "history.db") as store:
+        app = stored_app(config, store, model=model)
+        async with app.run_test(size=(100, 40)) as pilot:
+            await send(pilot, "nap")
+            await events.wait("sleep-start", timeout=20)
+            await pilot.press("escape")
+            await finish(pilot)
+            await pilot.press("ctrl+n")
+            await wait_until(pilot, lambda: not blocks(app))
+            await pilot.press("ctrl+r")
+            await wait_until(pilot, lambda: isinstance(app.screen, HistoryScreen))
+            await wait_until(pilot, lambda: app.screen.query_one(
+                "#history-list", OptionList).option_count > 0)
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: app.screen is app.chat and len(blocks(app)) == 2)
+            first, sleeping = blocks(app)
+            assert first.outcome is ToolOutcome.OK and "→ first" in block_text(first)
+            assert sleeping.outcome is ToolOutcome.CANCELLED
+            assert "■ cancelled" in block_text(sleeping)
+            assert [m.text for m in app.chat.query(AssistantMessage)] == ["Two things."]
+            assert "cancelled" in shown(app)
+
+
 # --- The tools screen and the palette ------------------------------------------------------
 
 
@@ -523,7 +600,7 @@ async def test_the_tools_screen_turns_servers_and_tools_off_and_revokes_rules(
 FIRST_FRAME = """
 import sys, json
 from pathlib import Path
-from termchat.config import Config
+from termchat.config import Config, ModelConfig
 from termchat.tools.config import ToolsConfig
 from termchat.tui.app import TermchatApp
 from tests.support.models import model_for
