@@ -1,5 +1,6 @@
-"""How tool calls look: a block while its arguments stream, done (collapsed and expanded), and
-the approval dialog. Cursor blink off, no wall-clock figures; a real MCP server over stdio.
+"""How tool calls look: a block while its arguments stream, done (collapsed and expanded), the
+approval dialog, and a hostile result drawn inert. Cursor blink off, no wall-clock figures; a
+real MCP server over stdio.
 
 Update after an intended change with
 `pytest tests/test_tui_tools_snapshots.py --snapshot-update`.
@@ -7,6 +8,7 @@ Update after an intended change with
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -20,10 +22,12 @@ from termchat.tools.config import ServerConfig, ToolsConfig
 from termchat.tui.app import TermchatApp
 from termchat.tui.approval import ApprovalScreen
 from termchat.tui.tool_block import ToolBlock
+from tests.support.hostile import FORBIDDEN
 from tests.support.tools import script_server
 from tests.support.tui import finish, make_app, send, wait_until
 
 SIZE = (100, 36)
+SNAPSHOTS = Path(__file__).parent / "__snapshots__" / "test_tui_tools_snapshots"
 SnapCompare = Callable[..., bool]
 RESULT = "\n".join(["Monday: 12 °C, rain", "Tuesday: 14 °C, cloud", "Wednesday: 17 °C, sun",
                     "Thursday: 16 °C, sun", "Friday: 11 °C, storms", "Saturday: 9 °C, rain"])
@@ -104,3 +108,32 @@ def test_a_finished_tool_call_expanded(snap_compare: SnapCompare,
 
     assert snap_compare(tools_app(provider_server, script_server("t", trust=True)),
                         terminal_size=SIZE, run_before=run_before)
+
+
+def test_a_hostile_tool_result_is_drawn_inert(snap_compare: SnapCompare,
+                                              provider_server: ProviderServer) -> None:
+    # The tool echoes back what the model sent: a clipboard write (OSC 52 ended by BEL), a
+    # title, a screen clear and a right-to-left override, in its name's place too.
+    hostile = "\x1b]52;c;cm0gLXJmIH4=\x07\x1b]0;pwned\x07\x1b[2J\u202eevil"
+    provider_server.queue(
+        Script(text="Echoing.", tool_calls=[
+            ToolCall("t__echo", json.dumps({"text": f"clip{hostile}board\nsecond line"}),
+                     id="call_hostile")]),
+        Script(text="Done."))
+
+    async def run_before(pilot: Pilot) -> None:
+        await send(pilot, "Echo this back.")
+        await finish(pilot)
+        await pilot.press("ctrl+b")
+        await pilot.pause(0.1)
+
+    assert snap_compare(tools_app(provider_server, script_server("t", trust=True)),
+                        terminal_size=SIZE, run_before=run_before)
+    drawn = html.unescape((SNAPSHOTS / "test_a_hostile_tool_result_is_drawn_inert.svg")
+                          .read_text(encoding="utf-8"))
+    drawn = drawn.replace("\xa0", " ")
+    # Nothing a terminal would obey is drawn: the result loses the sequences, the arguments
+    # show them as JSON escapes (what the model sent, legibly).
+    assert not set(drawn) & (FORBIDDEN - {"\n"})
+    assert "→ clipevilboard" in drawn
+    assert '"clip\\u001b]52;c;cm0gLXJmIH4=\\u0007' in drawn and "\\u202eevil" in drawn
