@@ -1,6 +1,6 @@
 """How tool calls look: a block while its arguments stream, done (collapsed and expanded), the
-approval dialog, and a hostile result drawn inert. Cursor blink off, no wall-clock figures; a
-real MCP server over stdio.
+approval dialog, a hostile result drawn inert, and the tools screen. Cursor blink off, no
+wall-clock figures; real MCP servers over stdio.
 
 Update after an intended change with
 `pytest tests/test_tui_tools_snapshots.py --snapshot-update`.
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import html
 import json
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from termchat.tools.config import ServerConfig, ToolsConfig
 from termchat.tui.app import TermchatApp
 from termchat.tui.approval import ApprovalScreen
 from termchat.tui.tool_block import ToolBlock
+from termchat.tui.tools_screen import ToolsScreen
 from tests.support.hostile import FORBIDDEN
 from tests.support.tools import script_server
 from tests.support.tui import finish, make_app, send, wait_until
@@ -137,3 +140,25 @@ def test_a_hostile_tool_result_is_drawn_inert(snap_compare: SnapCompare,
     assert not set(drawn) & (FORBIDDEN - {"\n"})
     assert "→ clipevilboard" in drawn
     assert '"clip\\u001b]52;c;cm0gLXJmIH4=\\u0007' in drawn and "\\u202eevil" in drawn
+
+
+def test_the_tools_screen(snap_compare: SnapCompare, provider_server: ProviderServer,
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # Commands by name, found on PATH, so that no path of this machine is drawn.
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    config = Config(path=Path("/nonexistent/config.toml"), tools=ToolsConfig(servers={
+        "time": ServerConfig("time", command="mcp-server-time", args=("--local-timezone", "UTC")),
+        "notes": ServerConfig("notes", command="termchat-test-no-such-server")}))
+
+    async def run_before(pilot: Pilot) -> None:
+        app = pilot.app
+        assert isinstance(app, TermchatApp)
+        await wait_until(pilot, lambda: app.tools is not None and not app.tools.starting,
+                         timeout=20)
+        app.clear_notifications()
+        await pilot.press("ctrl+t")
+        await wait_until(pilot, lambda: isinstance(app.screen, ToolsScreen))
+        await pilot.pause(0.1)
+
+    assert snap_compare(make_app(provider_server, config=config), terminal_size=SIZE,
+                        run_before=run_before)
