@@ -458,6 +458,34 @@ async def test_a_stored_reply_with_tool_calls_opens_as_its_blocks(srv: ProviderS
                                                                      "It said hi."]
 
 
+async def test_a_stored_hostile_tool_exchange_reopens_inert(srv: ProviderServer,
+                                                             tmp_path: Path) -> None:
+    # The history keeps what the model and the tool sent, raw; the screen never shows it so.
+    hostile = "\x1b]52;c;cm0gLXJmIH4=\x07\x1b]0;pwned\x07\x1b[2J\u202eevil\x9b31m"
+    model = model_for(srv)
+    with HistoryStore.open(tmp_path / "history.db") as store:
+        record = store.new_conversation()
+        reply = Reply(model=model.model, provider=model.provider, status=Status.COMPLETE)
+        reply.add_text(f"Calling{hostile}.")
+        reply.add(Call("c1", f"t__echo{hostile}", json.dumps({"text": hostile})))
+        reply.add(ToolResult("c1", f"out{hostile}put\nmore{hostile}", True, ToolOutcome.ERROR))
+        reply.add_text(f"Done{hostile}.")
+        record.user_prompt("be evil", model).finish(reply)
+        assert record.id is not None
+        config = Config(path=Path("/nonexistent/config.toml"), models={"test": model})
+        conversation = continue_conversation(config, store, record.id)
+    app = stored_app(config, HistoryStore.open(tmp_path / "history.db"), conversation)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await wait_until(pilot, lambda: bool(blocks(app)))
+        [block] = blocks(app)
+        assert block.outcome is ToolOutcome.ERROR and "→ outevilput" in block_text(block)
+        assert unsafe_lines(app) == []
+        await pilot.press("ctrl+b")
+        await pilot.pause()
+        assert block.call.expanded and "moreevil" in block_text(block)
+        assert unsafe_lines(app) == []
+
+
 def stored_app(config: Config, store: HistoryStore, conversation: Conversation | None = None,
                model: ModelConfig | None = None) -> TermchatApp:
     model = conversation.model if conversation is not None else model
