@@ -196,6 +196,82 @@ async def _sdk_floor(server: object, provider: str) -> float:
     return statistics.median(times[5:])
 
 
+async def tui_round_overhead(log_dir: Path) -> dict[str, float]:
+    """The round overhead as above, in the TUI (headless Textual, a trusted server, nothing
+    asked): the blocks, the next segment and the status bar drawn on the way. And how long
+    an approval takes to be on screen: the finish asking for a tool to the dialog painted."""
+    import os
+
+    os.environ["XDG_DATA_HOME"] = str(log_dir)
+    from tests.support.models import model_for
+
+    from termchat.config import Config
+    from termchat.devserver import ProviderServer, Script
+    from termchat.devserver import ToolCall as ScriptedCall
+    from termchat.events import Event, Finish, ToolFinished, ToolRunning
+    from termchat.tools.config import ToolsConfig
+    from termchat.tui.app import TermchatApp
+
+    figures: dict[str, float] = {}
+    with ProviderServer() as server:
+        for provider in ("openai", "anthropic"):
+            for trusted in (True, False):
+                config = Config(path=Path("/nonexistent"), tools=ToolsConfig(
+                    servers={"t": script_server("t", trust=trusted)}))
+                app = TermchatApp(config, model_for(server, provider), cursor_blink=False,
+                                  show_timings=False)
+                marks: dict[str, float] = {}
+
+                def mark(event: Event, marks: dict[str, float] = marks) -> None:
+                    name = {Finish: "finish", ToolRunning: "running",
+                            ToolFinished: "finished"}.get(type(event))
+                    if name is not None:
+                        marks.setdefault(name, time.monotonic())
+
+                times: list[float] = []
+                async with app.run_test(size=(100, 40)) as pilot:
+                    app.chat.event_hook = mark
+                    for _ in range(ROUNDS + 5):
+                        server.queue(Script(text="Checking.", tool_calls=[
+                            ScriptedCall("t__echo", '{"text": "hello"}')]), Script(text="Done."))
+                        marks.clear()
+                        app.chat.conversation.exchanges.clear()
+                        prompt = app.chat.query_one("#prompt")
+                        prompt.load_text("echo hello")  # type: ignore[attr-defined]
+                        asked = asyncio.create_task(_painted_dialog(app))
+                        await pilot.press("enter")
+                        if trusted:
+                            asked.cancel()
+                            await app.workers.wait_for_complete()
+                            arrived = server.requests[-1].received_at
+                            tool = marks["finished"] - marks["running"]
+                            times.append(arrived - marks["finish"] - tool)
+                            continue
+                        times.append(await asked - marks["finish"])
+                        await pilot.press("y")
+                        await app.workers.wait_for_complete()
+                key = f"{provider}_{'tui_round' if trusted else 'ask'}"
+                figures[f"{key}_ms"] = statistics.median(times[5:]) * 1000
+                figures[f"{key}_p90_ms"] = sorted(times[5:])[int(ROUNDS * 0.9)] * 1000
+    return figures
+
+
+async def _painted_dialog(app: object) -> float:
+    """When the approval dialog has been painted (polled apart from Pilot, whose key presses
+    wait for the app to be idle)."""
+    from textual.app import App
+
+    from termchat.tui.approval import ApprovalScreen
+
+    assert isinstance(app, App)
+    while not isinstance(app.screen, ApprovalScreen):
+        await asyncio.sleep(0.001)
+    painted = asyncio.get_running_loop().create_future()
+    app.screen.call_after_refresh(painted.set_result, None)
+    await painted
+    return time.monotonic()
+
+
 def in_fresh_process(what: str, *args: str) -> dict[str, float]:
     done = subprocess.run([sys.executable, __file__, "--child", what, *args],
                           capture_output=True, text=True, check=True)
@@ -213,6 +289,8 @@ def main() -> None:
                 result = asyncio.run(start_once(options.child[1], Path(tmp)))
             elif options.child[0] == "rounds":
                 result = asyncio.run(round_overhead(Path(tmp)))
+            elif options.child[0] == "tui":
+                result = asyncio.run(tui_round_overhead(Path(tmp)))
             else:
                 result = asyncio.run(call_overhead(Path(tmp)))
         print(json.dumps(result))
@@ -244,6 +322,15 @@ def main() -> None:
     print("(round: the model's finish asking for a tool to the follow-up request arriving, "
           "less the tool's run; target <= 20 ms median. SDK floor: a bare SDK request "
           "arriving; termchat: round less floor)")
+    tui = in_fresh_process("tui")
+    print(f"\n{'in the TUI, median of ' + str(ROUNDS):34} {'round ms':>10} {'p90 ms':>8} "
+          f"{'asked ms':>13} {'p90 ms':>8}")
+    for provider in ("openai", "anthropic"):
+        print(f"{provider:34} {tui[provider + '_tui_round_ms']:10.2f} "
+              f"{tui[provider + '_tui_round_p90_ms']:8.2f} {tui[provider + '_ask_ms']:13.2f} "
+              f"{tui[provider + '_ask_p90_ms']:8.2f}")
+    print("(round: as above, in the headless TUI with a trusted server; asked: the finish "
+          "asking for a tool to the approval dialog painted)")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Attachments in the TUI (Pilot, the real SDKs, the local server over a real socket): the
-attach dialog (Ctrl+T and the palette) with path completion, `@path` mentions completed with
+attach dialog (Ctrl+L and the palette) with path completion, `@path` mentions completed with
 Tab and attached on send, chips above the prompt removable before sending and shown on the
 sent prompt, each provider's request shape, refusals in one line before any request, and
 file names that cannot drive the terminal."""
@@ -73,8 +73,8 @@ def user_content(server: ProviderServer) -> list[dict[str, Any]]:
 
 
 async def attach(pilot: Pilot, path: str) -> None:
-    """Ctrl+T, the path, Enter."""
-    await pilot.press("ctrl+t")
+    """Ctrl+L, the path, Enter."""
+    await pilot.press("ctrl+l")
     await wait_until(pilot, lambda: isinstance(pilot.app.screen, AttachScreen))
     await pilot.press(*path)
     await pilot.press("enter")
@@ -166,7 +166,7 @@ async def test_tab_completes_the_dialogs_path_and_the_list_picks_one(
     (tmp_path / "src" / "util.py").write_text("x = 1\n")
     app = make_app(provider_server)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("ctrl+t")
+        await pilot.press("ctrl+l")
         await wait_until(pilot, lambda: isinstance(app.screen, AttachScreen))
         path = app.screen.query_one("#attach-path")
         await pilot.press("s", "tab")
@@ -176,7 +176,7 @@ async def test_tab_completes_the_dialogs_path_and_the_list_picks_one(
         assert path.value == "src/main.py"  # type: ignore[attr-defined]
         await pilot.press("enter")
         await wait_until(pilot, lambda: not isinstance(app.screen, AttachScreen))
-        await pilot.press("ctrl+t")
+        await pilot.press("ctrl+l")
         await wait_until(pilot, lambda: isinstance(app.screen, AttachScreen))
         await pilot.press(*"src/", "down", "down", "enter")
         await wait_until(pilot, lambda: not isinstance(app.screen, AttachScreen))
@@ -383,7 +383,7 @@ async def test_a_hostile_file_name_is_shown_inert_everywhere(
         await pilot.press("tab")
         assert prompt_text(app) == "@ev"
         app.chat.query_one("#prompt").load_text("")  # type: ignore[attr-defined]
-        await pilot.press("ctrl+t")
+        await pilot.press("ctrl+l")
         await wait_until(pilot, lambda: isinstance(app.screen, AttachScreen))
         assert HOSTILE_SHOWN in shown(app) and unsafe_lines(app) == []
         await pilot.press("down", "enter")

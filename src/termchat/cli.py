@@ -205,6 +205,7 @@ def _main(argv: list[str], *, exit_now: bool = False) -> int:
     if interactive:
         from termchat.tui.app import run_tui
 
+        allow_tools = tuple(args.allow_tool or ())
         if args.demo:
             return _demo(config)
         if conversation is None:
@@ -215,8 +216,10 @@ def _main(argv: list[str], *, exit_now: bool = False) -> int:
                 # with what to set one key away.
                 return _demo(config, first_run_help(exc))
             # The app opens the history itself, after its first frame.
-            return run_tui(config, model, history_enabled=history)
-        return run_tui(config, conversation.model, conversation=conversation, history=store)
+            return run_tui(config, model, history_enabled=history, tools=not args.no_tools,
+                           yes=args.yes, allow_tools=allow_tools)
+        return run_tui(config, conversation.model, conversation=conversation, history=store,
+                       tools=not args.no_tools, yes=args.yes, allow_tools=allow_tools)
     if conversation is None:
         from termchat.history import open_or_warn
         from termchat.turn import Conversation

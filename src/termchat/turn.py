@@ -449,12 +449,15 @@ class Exchange:
         """Whether later requests carry this exchange.
 
         Complete replies do, and so do partial ones that were cancelled or interrupted (the
-        user saw them and may refer to them). A provider error does not: its prompt goes
-        back to the user to send again, and sending both would repeat the question.
+        user saw them and may refer to them), text or tool calls that ran: a call's result
+        may have changed something, and the model must not be asked to do it again unaware.
+        A provider error does not: its prompt goes back to the user to send again, and
+        sending both would repeat the question.
         """
         if self.reply.status is Status.ERROR:
             return False
-        return self.reply.status is Status.COMPLETE or bool(self.reply.text)
+        return self.reply.status is Status.COMPLETE or bool(self.reply.text) or any(
+            isinstance(part, ToolResult) for part in self.reply.parts)
 
 
 def _answered(parts: list[Part]) -> list[Part]:

@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from textual.driver import Driver
 
     from termchat.history import HistoryStore
+    from termchat.tools.box import ServerStatus
     from termchat.tui.history_screen import HistoryScreen
+    from termchat.tui.tools import ToolsSession
 
 
 def _chat_commands() -> type[Provider]:
@@ -42,11 +44,17 @@ class TermchatApp(App[int]):
     def __init__(self, config: Config, model: ModelConfig, *,
                  conversation: Conversation | None = None, history: HistoryStore | None = None,
                  open_history: bool = False, cursor_blink: bool = True,
-                 show_timings: bool = True, demo: str | None = None) -> None:
+                 show_timings: bool = True, demo: str | None = None, tools: bool = True,
+                 yes: bool = False, allow_tools: tuple[str, ...] = ()) -> None:
         """`history` is an open store; `open_history` opens the default one after the first
-        frame instead, keeping SQLite off the path to it."""
+        frame instead, keeping SQLite off the path to it. The config's MCP servers start
+        after the first frame too, unless `tools` is false; `yes` and `allow_tools` let
+        calls run unasked (as `--yes` and `--allow-tool` do)."""
         super().__init__()
         self.config = config
+        self._tools_wanted = tools and bool(config.tools.servers)
+        self._tool_approvals = (yes, allow_tools)
+        self.tools: ToolsSession | None = None
         self.history = history
         if history is not None:
             # Save failures during the session are notifications, not stderr under the screen.
@@ -68,6 +76,25 @@ class TermchatApp(App[int]):
             self.call_after_refresh(self._open_store)
         else:
             self.chat.history_ready.set()
+        if self._tools_wanted:
+            self.call_after_refresh(self._start_tools)
+
+    def _start_tools(self) -> None:
+        """Start the MCP servers, after the first frame (the SDK is imported in a thread)."""
+        from termchat.tui.tools import ToolsSession
+
+        yes, allow_tools = self._tool_approvals
+        self.tools = ToolsSession(self.config.tools, yes=yes, allow_tools=allow_tools)
+        self.tools.start(self._tools_changed)
+        self.chat.use_tools(self.tools)
+
+    def _tools_changed(self, status: ServerStatus) -> None:
+        """A server failed to start or stopped working: one line naming it and why."""
+        from termchat.tools.servers import ServerState
+
+        if status.state is ServerState.FAILED and not self._quitting:
+            notify(self, f"{status.line} The chat goes on without its tools; its log: "
+                   f"{status.log_path}", severity="error", timeout=12)
 
     def _open_store(self) -> None:
         from termchat.history import open_or_warn
@@ -135,6 +162,9 @@ class TermchatApp(App[int]):
         return self.chat
 
     async def on_unmount(self) -> None:
+        if self.tools is not None:
+            # Every server stopped and gone before termchat is (bounded: CLOSE_TIMEOUT).
+            await self.tools.aclose()
         await self.chat.conversation.aclose()
         if self.history is not None:
             self.history.close()
@@ -142,10 +172,13 @@ class TermchatApp(App[int]):
 
 def run_tui(config: Config, model: ModelConfig, *, history: HistoryStore | None = None,
             conversation: Conversation | None = None, history_enabled: bool = True,
-            demo: str | None = None) -> int:
+            demo: str | None = None, tools: bool = True, yes: bool = False,
+            allow_tools: tuple[str, ...] = ()) -> int:
     """Run the app; with no store given, the default one opens after the first frame. `demo`
-    (how to set up a real model) says the model is the built-in demo server."""
+    (how to set up a real model) says the model is the built-in demo server. `tools` false
+    (`--no-tools`) starts no MCP server; `yes` and `allow_tools` pre-approve calls."""
     app = TermchatApp(config, model, conversation=conversation, history=history,
-                      open_history=history is None and history_enabled, demo=demo)
+                      open_history=history is None and history_enabled, demo=demo,
+                      tools=tools, yes=yes, allow_tools=allow_tools)
     app.run()
     return app.return_code or 0

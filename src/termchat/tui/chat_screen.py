@@ -22,9 +22,9 @@ from textual.widgets import Footer
 from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
 from termchat.config import Config, ModelConfig
-from termchat.content import Attachment
+from termchat.content import Attachment, ToolCall, ToolResult
 from termchat.errors import ConfigError, TermchatError
-from termchat.events import Event, ReasoningDelta, TextDelta
+from termchat.events import Event, ReasoningDelta, TextDelta, ToolCallArguments
 from termchat.history.recording import ConversationRecord
 from termchat.tui.attach import AttachmentTray, AttachScreen, rejected, sent_with
 from termchat.tui.blocks import Prerender
@@ -33,12 +33,27 @@ from termchat.tui.messages import AssistantMessage, ErrorLine, NoteLine, UserMes
 from termchat.tui.meter import CostScreen, Meter, error_text
 from termchat.tui.notices import notify
 from termchat.tui.prompt import PromptInput
+from termchat.tui.reply_view import CALL_ROWS, NO_TOOLS, ReplyView, ToolNames, stored_widgets
+from termchat.tui.rounds import round_lines
 from termchat.tui.status import StatusBar
+from termchat.tui.tool_block import ToolBlock
 from termchat.turn import Conversation, Exchange, Reply, Status
-from termchat.untrusted import Safe, SafeStream, safe, safe_line
+from termchat.untrusted import Safe, json_text, safe, safe_line
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from termchat.history import HistoryStore
+    from termchat.tools.box import ResolvedCall
+    from termchat.tools.config import ToolSelection
+    from termchat.tools.policy import Choice, SessionRule
+    from termchat.tools.runner import ToolRunner
+    from termchat.tui.tools import ToolsSession
+
+
+def _kept(reply: Reply) -> bool:
+    """Whether anything of a reply that ended early stays: its text, or calls that ran."""
+    return bool(reply.text) or any(isinstance(part, ToolResult) for part in reply.parts)
 
 
 def _keep_out_of_gc() -> None:
@@ -68,7 +83,9 @@ class ChatScreen(Screen[None]):
         Binding("ctrl+o", "copy_reply", "Copy reply"),
         Binding("ctrl+g", "copy_code", "Copy code"),
         Binding("ctrl+r", "history", "History"),
-        Binding("ctrl+t", "attach", "Attach file"),
+        Binding("ctrl+l", "attach", "Attach file"),
+        Binding("ctrl+t", "tools", "Tools"),
+        Binding("ctrl+b", "toggle_tool_block", "Expand tool"),
         Binding("f1", "setup", "Set up a model"),
     ]
 
@@ -97,6 +114,14 @@ class ChatScreen(Screen[None]):
         self.last_reply: Reply | None = None
         # Cost and context (termchat.tui.meter).
         self.meter = Meter(self, config, self._update_status)
+        # The MCP servers and approval rules, once the app has started them (after the first
+        # frame); None when no server is configured.
+        self.tools: ToolsSession | None = None
+        # The conversation's tools were chosen in the tools screen (else they follow the
+        # model's `tools` in the config when the model changes).
+        self._tools_chosen = False
+        # The reply streaming now (or the last one), as its widgets.
+        self._shown: ReplyView | None = None
 
     def compose(self) -> ComposeResult:
         yield ConversationView(id="conversation")
@@ -160,8 +185,12 @@ class ChatScreen(Screen[None]):
         attachments = exchange.attachments
         status = exchange.reply.status
         ahead: Prerender | None = None
+        calls = sum(isinstance(part, ToolCall) for part in exchange.reply.parts)
 
         def make() -> list[Widget]:
+            if calls:
+                # Its text between its tool calls, as it streamed (rendered on mounting).
+                return [UserMessage(safe(prompt)), *stored_widgets(exchange.reply)]
             rendered = ahead.renderer if ahead is not None and ahead.done else None
             return [UserMessage(safe(prompt)), *sent_with(attachments),
                     AssistantMessage(safe(text), status=status, rendered=rendered)]
@@ -173,13 +202,14 @@ class ChatScreen(Screen[None]):
                 # The messages' own padding taken off (an estimate: mounting measures it).
                 marked = 2 if status is not Status.COMPLETE else 0
                 estimates[width] = (estimate_rows(prompt, width - 3) + len(attachments)
-                                    + estimate_rows(text, width - 5) + 2 + marked)
+                                    + estimate_rows(text, width - 5) + 2 + marked
+                                    + CALL_ROWS * calls)
             return estimates[width]
 
         def prerender(seconds: float) -> bool:
             nonlocal ahead
             shown = self.query(AssistantMessage)
-            if not shown:
+            if not shown or calls:
                 return True  # no width to render at yet: mounting renders it
             if ahead is None:
                 ahead = Prerender(safe(text), self.app.console)
@@ -195,6 +225,8 @@ class ChatScreen(Screen[None]):
             return False
         old = self.conversation
         self.conversation = conversation
+        self._tools_chosen = False
+        self._attach_tools(conversation)
         self.run_worker(old.aclose())
         # The messages about to be removed were frozen; let the collector have them again.
         gc.unfreeze()
@@ -220,6 +252,10 @@ class ChatScreen(Screen[None]):
             return self.streaming
         if action == "setup":
             return self.demo is not None
+        if action == "tools":
+            return self.tools is not None
+        if action == "toggle_tool_block":
+            return bool(self.query(ToolBlock))
         return True
 
     def on_prompt_input_submitted(self, message: PromptInput.Submitted) -> None:
@@ -263,11 +299,16 @@ class ChatScreen(Screen[None]):
         # The prompt is on screen in the frame after Enter, before anything that takes time.
         await self._painted()
         await view.collapse_above()
-        if not self.conversation.ready:
+        tools = self.tools
+        if not self.conversation.ready or (tools is not None and tools.starting):
             self._connecting = True
             self._update_status()
             try:
                 await self.conversation.prepare()
+                if tools is not None:
+                    # The model is offered the tools of the servers that are up: wait for
+                    # those still starting (each bounded by its startup_timeout).
+                    await tools.wait_started()
             finally:
                 self._connecting = False
         await self.history_ready.wait()
@@ -283,34 +324,26 @@ class ChatScreen(Screen[None]):
             return
         reply = exchange.reply
         self.last_reply = reply
-        widget = AssistantMessage(streaming=True, cursor_blink=self.cursor_blink)
-        await view.mount(widget)
+        shown = self._shown = ReplyView(view, reply, cursor_blink=self.cursor_blink,
+                                        timings=self.show_timings, names=self._tool_names())
+        await shown.start()
         # The lines of settled blocks live as long as the reply: keep them out of the way of
         # full collections while it streams.
         freezer = self.set_interval(1.0, _keep_out_of_gc)
-        view.content_grew()
         self._update_status()
-        # The model's words pass the sanitiser on their way to the widget.
-        text, thought = SafeStream(), SafeStream()
-        shown = reply.status
+        status_shown = reply.status
 
-        def on_event(event: Event) -> None:
-            nonlocal shown
-            if isinstance(event, TextDelta):
-                if piece := text.feed(event.text):
-                    widget.append(piece)
-                    view.content_grew()
-            elif isinstance(event, ReasoningDelta):
-                if piece := thought.feed(event.text):
-                    widget.append_reasoning(piece)
-                    view.content_grew()
-            else:
-                self._update_status()  # usage, finish or a retry: rare, shown at once
-            if reply.status is not shown:
-                shown = reply.status
+        def on_event(event: Event) -> Awaitable[None] | None:
+            nonlocal status_shown
+            pending = shown.on_event(event)
+            if not isinstance(event, TextDelta | ReasoningDelta | ToolCallArguments):
+                self._update_status()  # usage, finish, a call's progress: rare, shown at once
+            elif reply.status is not status_shown:
                 self._update_status()
+            status_shown = reply.status
             if self.event_hook is not None:
                 self.event_hook(event)
+            return pending
 
         error: Safe | None = None
         cancelled = False
@@ -329,27 +362,32 @@ class ChatScreen(Screen[None]):
             self.log.error(traceback.format_exc())
         finally:
             freezer.stop()
-            if tail := text.flush():
-                widget.append(tail)
-            if tail := thought.flush():
-                widget.append_reasoning(tail)
-            self._finished(widget, exchange)
-            if cancelled and not reply.text:
-                # Nothing arrived: no empty reply on screen, and the prompt is back to send.
-                widget.remove()
-                view.mount(NoteLine(Safe("■ cancelled before any reply arrived; the prompt is "
-                                         "back in the input")))
-                self._restore_prompt(prompt)
+            if (cancelled or error is not None) and not _kept(reply):
+                # Nothing arrived: no empty reply on screen (the error line says it all).
+                await shown.remove()
+                if cancelled:
+                    await view.mount(NoteLine(Safe(
+                        "■ cancelled before any reply arrived; the prompt is back in the "
+                        "input")))
+                    self._restore_prompt(prompt)
+            else:
+                await shown.finish(reply.status)
+                if reply.round_limit:
+                    await view.mount(NoteLine(self._round_limit_line(reply)))
+            self._turn_ended(exchange)
         if error is not None:
-            if not exchange.reply.text:
-                await widget.remove()  # nothing arrived: the error line says it all
             await view.mount(ErrorLine(error))
             view.content_grew()
             if not exchange.in_context:
                 self._restore_prompt(prompt)
 
-    def _finished(self, widget: AssistantMessage, exchange: Exchange) -> None:
-        widget.finish(exchange.reply.status)
+    def _round_limit_line(self, reply: Reply) -> Safe:
+        limit = self.conversation.tools.max_rounds if self.conversation.tools else reply.rounds
+        return Safe(f"■ stopped at the round limit: the model still asked for tools after "
+                    f"{reply.rounds} requests ([tools] max_rounds = {limit} in the config); "
+                    "its last calls were not run. Send a message to let it go on.")
+
+    def _turn_ended(self, exchange: Exchange) -> None:
         self.meter.finished(self.conversation, exchange)
         # After the final frame has gone out, not before it.
         self.set_timer(0.1, _keep_out_of_gc)
@@ -380,9 +418,14 @@ class ChatScreen(Screen[None]):
         status = self.query_one(StatusBar)
         label = "demo · built-in local server · F1 set up" if self.demo is not None \
             else self.conversation.model.label
-        status.show(label, self.last_reply, timings=self.show_timings,
-                    connecting=self._connecting,
-                    gauge=self.meter.gauge(self.conversation, self.last_reply))
+        reply = self.last_reply
+        status.show(label, reply, timings=self.show_timings, connecting=self._connecting,
+                    gauge=self.meter.gauge(self.conversation, reply))
+        # Each round's figures, when there was more than one (also: the palette's rounds).
+        tooltip = "\n".join(round_lines(reply)) if reply is not None and reply.rounds > 1 \
+            else None
+        if tooltip != status.tooltip:
+            status.tooltip = tooltip
 
     def action_attach(self) -> None:
         """The attach dialog; the file it loads and checks becomes a chip."""
@@ -416,9 +459,132 @@ class ChatScreen(Screen[None]):
                         severity="warning")
             return
         self.conversation.switch_model(model)
+        runner = self.tool_runner()
+        if runner is not None and self.tools is not None and not self._tools_chosen:
+            runner.selection = self.tools.selection_for(model.name)
         self._prepare()
         self._update_status()
         notify(self, f"Now talking to {model.label}.")
+
+    # Tools.
+
+    def use_tools(self, tools: ToolsSession) -> None:
+        """The app started its MCP servers: every conversation from now on may use them."""
+        self.tools = tools
+        self._attach_tools(self.conversation)
+        self.refresh_bindings()
+
+    def _attach_tools(self, conversation: Conversation) -> None:
+        if self.tools is not None and conversation.tools is None:
+            conversation.tools = self.tools.runner(conversation.model.name, self._ask)
+
+    def _tool_names(self) -> ToolNames:
+        tools = self.tools
+        if tools is None:
+            return NO_TOOLS
+
+        def where(name: str) -> tuple[str, str] | None:
+            spec = tools.spec(name)
+            return (spec.server, spec.tool) if spec is not None else None
+
+        return ToolNames(where, tools.allowed_because)
+
+    async def _ask(self, call: ResolvedCall) -> Choice:
+        """Ask the user about `call` in the approval dialog. Escape there stops the reply,
+        as Escape does here: the worker is cancelled, and this call and the rest of its
+        round are recorded as cancelled."""
+        from termchat.tui.approval import ApprovalScreen, Question
+
+        assert self.tools is not None
+        shown = self._shown
+        block = shown.block_for(call.call.id) if shown is not None else None
+        if block is not None:
+            block.asking()
+        position = shown.position(call.call.id) if shown is not None else None
+        spec = call.spec
+        question = Question(
+            server=safe_line(spec.server), tool=safe_line(spec.tool), name=safe_line(spec.name),
+            arguments=safe(json_text(call.arguments, indent=2) if call.arguments else ""),
+            summary=safe_line(spec.summary), read_only=spec.read_only, position=position)
+        answer: asyncio.Future[Choice | None] = asyncio.get_running_loop().create_future()
+        screen = ApprovalScreen(question)
+
+        def answered(choice: Choice | None) -> None:
+            if answer.done():
+                return
+            answer.set_result(choice)
+            if choice is None:
+                self.action_cancel_reply()
+
+        self.app.push_screen(screen, answered)
+        try:
+            choice = await answer
+        finally:
+            if not answer.done():
+                # The reply stopped while asking (Ctrl+Q, a signal): the dialog goes too.
+                answer.cancel()
+                if screen in self.app.screen_stack:
+                    screen.pop_until_active()
+                    screen.dismiss(None)
+        if choice is None:
+            # Escape: the cancellation is on its way; this await is where it lands.
+            await asyncio.sleep(0)
+            raise asyncio.CancelledError
+        if block is not None:
+            from termchat.tools.policy import Choice as Choices
+
+            if choice is not Choices.DENY:
+                block.approved(self.tools.chosen(choice))
+        return choice
+
+    def action_tools(self) -> None:
+        from termchat.tui.tools_screen import ToolsScreen
+
+        tools, runner = self.tools, self.tool_runner()
+        if tools is None or runner is None:
+            notify(self, "No MCP servers are configured: add [mcp.NAME] tables to the config "
+                   "(config.example.toml shows how).", severity="warning", timeout=8)
+            return
+        self.app.push_screen(ToolsScreen(tools, runner.selection), self._tools_chosen_in)
+
+    def _tools_chosen_in(self, selection: ToolSelection | None) -> None:
+        runner = self.tool_runner()
+        if selection is None or runner is None or selection == runner.selection:
+            return
+        runner.selection = selection
+        self._tools_chosen = True
+
+    def tool_runner(self) -> ToolRunner | None:
+        """The conversation's tool runner, when there are tools."""
+        if self.tools is None:
+            return None
+        from termchat.tools.runner import ToolRunner
+
+        runner = self.conversation.tools
+        return runner if isinstance(runner, ToolRunner) else None
+
+    def set_tool_selection(self, selection: ToolSelection) -> None:
+        """Offer the model `selection` in this conversation from its next reply on."""
+        self._tools_chosen_in(selection)
+
+    def revoke_rule(self, rule: SessionRule) -> None:
+        if self.tools is not None and self.tools.policy.revoke(rule):
+            notify(self, f"Calls of {rule.label} ask again.")
+
+    def action_toggle_tool_block(self) -> None:
+        """Expand or collapse the focused tool block, else the last one."""
+        focused = self.focused
+        blocks = self.query(ToolBlock)
+        if not blocks:
+            return
+        block = focused if isinstance(focused, ToolBlock) else blocks.last()
+        block.action_expand_collapse()
+
+    def action_rounds(self) -> None:
+        from termchat.tui.rounds import RoundsScreen
+
+        reply = self.last_reply
+        self.app.push_screen(RoundsScreen(round_lines(reply) if reply is not None else []))
 
     def action_history(self) -> None:
         from termchat.tui.history_screen import HistoryScreen

@@ -38,6 +38,10 @@ class ChatCommands(Provider):
             commands.append((f"Copy code block {index + 1}: {first}",
                              partial(chat.action_copy_code, index),
                              "Copy this code block from the last reply"))
+        if reply is not None and reply.rounds > 1:
+            commands.append(("Rounds of the last reply", chat.action_rounds,
+                             "Each round's finish, tokens and tool calls"))
+        commands.extend(_tool_commands(chat))
         current = chat.conversation.model
         for model in _models(chat.config, current):
             commands.append((safe_line(f"Switch model: {model.name} ({model.label})"),
@@ -45,7 +49,7 @@ class ChatCommands(Provider):
                              "Use this model for the next replies"))
         commands += [
             ("Attach a file", chat.action_attach,
-             "Send a text file, an image or a PDF with the next prompt (Ctrl+T)"),
+             "Send a text file, an image or a PDF with the next prompt (Ctrl+L)"),
             ("Cost and context", chat.action_show_cost,
              "Each reply's tokens and cost, the chat's total, and how full the context is"),
         ]
@@ -66,6 +70,29 @@ class ChatCommands(Provider):
                 for offset in offsets:
                     content = content.stylize(matcher.match_style, offset, offset + 1)
                 yield Hit(score, content, callback, text=name, help=help_text)
+
+
+def _tool_commands(chat: ChatScreen) -> list[tuple[str, Callable[[], None], str]]:
+    """The tools screen, each server on or off for this chat, each "always" rule revoked."""
+    tools, runner = chat.tools, chat.tool_runner()
+    if tools is None or runner is None:
+        return []
+    from termchat.tui.tools import server_on, toggle_server
+
+    commands: list[tuple[str, Callable[[], None], str]] = [
+        ("Tools: servers, tools and always-allow rules", chat.action_tools,
+         "Turn servers and tools on or off for this chat; revoke always-allow rules (Ctrl+T)")]
+    selection = runner.selection
+    for status in tools.box.statuses():
+        verb = "off" if server_on(selection, status.name) else "on"
+        changed = toggle_server(selection, status.name, tools.tools_by_server())
+        commands.append((safe_line(f"Tools: turn MCP server {status.name} {verb} for this chat"),
+                         partial(chat.set_tool_selection, changed),
+                         "From the next reply on"))
+    for rule in tools.policy.rules():
+        commands.append((safe_line(f"Tools: revoke always allowing {rule.label}"),
+                         partial(chat.revoke_rule, rule), "Its calls ask again"))
+    return commands
 
 
 def _models(config: Config, current: ModelConfig) -> list[ModelConfig]:

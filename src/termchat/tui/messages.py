@@ -45,6 +45,12 @@ _MARKS = {
 }
 
 
+def status_mark(status: Status) -> str | None:
+    """The line that marks a reply that did not complete, if it did not."""
+    mark = _MARKS.get(status)
+    return mark[0] if mark is not None else None
+
+
 class UserMessage(Static):
     """The user's prompt, shown verbatim (no Markdown: what was typed is what was sent)."""
 
@@ -129,6 +135,10 @@ class AssistantMessage(Widget):
     @property
     def text(self) -> str:
         return self._renderer.text
+
+    @property
+    def has_reasoning(self) -> bool:
+        return bool(self._reasoning)
 
     def clone(self) -> AssistantMessage:
         """The same finished reply, with its rendering: nothing is rendered again."""
