@@ -12,7 +12,7 @@ from textual import events
 from textual.app import App
 
 from termchat.config import Config, ModelConfig
-from termchat.errors import EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_TERMINATED
+from termchat.errors import EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_TERMINATED, ConfigError
 from termchat.tui.chat_screen import ChatScreen
 from termchat.tui.notices import notify
 from termchat.turn import Conversation
@@ -20,6 +20,7 @@ from termchat.turn import Conversation
 if TYPE_CHECKING:
     from textual.command import Provider
     from textual.driver import Driver
+    from textual.theme import Theme
 
     from termchat.history import HistoryStore
     from termchat.tools.box import ServerStatus
@@ -66,8 +67,28 @@ class TermchatApp(App[int]):
             model, history=history.new_conversation() if history is not None else None),
             config, cursor_blink=cursor_blink, show_timings=show_timings, demo=demo)
         self.chat.history = history
+        # The user's keys ([keys] in the config) over the default ones, by binding id.
+        self.set_keymap(config.keys)
+        if config.theme is not None and config.theme in self.available_themes:
+            self.theme = config.theme
+        self._saved_theme = self.theme
+
+    def _theme_chosen(self, theme: Theme) -> None:
+        """A theme chosen (in the palette) is kept in the config for the next start."""
+        if theme.name != self._saved_theme:
+            self._saved_theme = theme.name
+            self.run_worker(self._save_theme(theme.name), group="theme", exclusive=True)
+
+    async def _save_theme(self, name: str) -> None:
+        from termchat.config import save_theme
+
+        try:
+            await asyncio.to_thread(save_theme, self.config.path, name)
+        except ConfigError as exc:
+            self.notify(exc.message, severity="warning")
 
     def on_mount(self) -> None:
+        self.theme_changed_signal.subscribe(self, self._theme_chosen)
         loop = asyncio.get_running_loop()
         for signum, code in ((signal.SIGTERM, EXIT_TERMINATED), (signal.SIGHUP, EXIT_HANGUP),
                              (signal.SIGINT, EXIT_INTERRUPTED)):

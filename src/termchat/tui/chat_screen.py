@@ -26,6 +26,7 @@ from termchat.content import Attachment, ToolCall, ToolResult
 from termchat.errors import ConfigError, TermchatError
 from termchat.events import Event, ReasoningDelta, TextDelta, ToolCallArguments
 from termchat.history.recording import ConversationRecord
+from termchat.keys import keys
 from termchat.tui.attach import AttachmentTray, AttachScreen, rejected, sent_with
 from termchat.tui.blocks import Prerender
 from termchat.tui.conversation import ConversationView, Pending, estimate_rows
@@ -78,14 +79,22 @@ class ChatScreen(Screen[None]):
     BINDINGS = [
         # On the screen, not the app: a priority binding here leaves modal screens (the
         # command palette) their own Escape.
-        Binding("escape", "cancel_reply", "Cancel reply", priority=True),
-        Binding("ctrl+n", "new_conversation", "New chat"),
-        Binding("ctrl+o", "copy_reply", "Copy reply"),
-        Binding("ctrl+g", "copy_code", "Copy code"),
-        Binding("ctrl+r", "history", "History"),
-        Binding("ctrl+l", "attach", "Attach file"),
-        Binding("ctrl+t", "tools", "Tools"),
-        Binding("ctrl+b", "toggle_tool_block", "Expand tool"),
+        Binding(keys("cancel_reply"), "cancel_reply", "Cancel reply", priority=True,
+                id="cancel_reply"),
+        Binding(keys("regenerate"), "regenerate", "Regenerate", id="regenerate"),
+        Binding(keys("continue_reply"), "continue_reply", "Continue", id="continue_reply"),
+        Binding(keys("edit_last"), "edit_last", "Edit prompt", id="edit_last"),
+        Binding(keys("undo"), "undo", "Undo", id="undo"),
+        Binding(keys("previous_alternative"), "alternative(-1)", "‹", id="previous_alternative"),
+        Binding(keys("next_alternative"), "alternative(1)", "›", id="next_alternative"),
+        Binding(keys("new_conversation"), "new_conversation", "New chat", id="new_conversation"),
+        Binding(keys("copy_reply"), "copy_reply", "Copy reply", id="copy_reply"),
+        Binding(keys("copy_code"), "copy_code", "Copy code", id="copy_code"),
+        Binding(keys("history"), "history", "History", id="history"),
+        Binding(keys("attach"), "attach", "Attach file", id="attach"),
+        Binding(keys("tools"), "tools", "Tools", id="tools"),
+        Binding(keys("toggle_tool_block"), "toggle_tool_block", "Expand tool",
+                id="toggle_tool_block"),
         Binding("f1", "setup", "Set up a model"),
     ]
 
@@ -112,6 +121,8 @@ class ChatScreen(Screen[None]):
         self._worker: Worker[None] | None = None
         self._connecting = False
         self.last_reply: Reply | None = None
+        # The exchange whose prompt is being edited in the input (F2): sent as a new branch.
+        self._editing: Exchange | None = None
         # Cost and context (termchat.tui.meter).
         self.meter = Meter(self, config, self._update_status)
         # The MCP servers and approval rules, once the app has started them (after the first
@@ -161,13 +172,17 @@ class ChatScreen(Screen[None]):
         self.call_after_refresh(drawn.set_result, None)
         await drawn
 
-    async def _show_exchanges(self) -> None:
+    async def _show_exchanges(self, *, reply_of_last: bool = True) -> None:
         """Show the conversation from its end: what fills the screen is mounted at once, the
-        rest as the view comes near it (rendered ahead in idle moments)."""
+        rest as the view comes near it (rendered ahead in idle moments). Without
+        `reply_of_last`, the last exchange shows its prompt only (its reply is to stream)."""
         view = self.query_one(ConversationView)
         exchanges = self.conversation.exchanges
         self.last_reply = exchanges[-1].reply if exchanges else None
-        await view.open([self._pending(exchange) for exchange in exchanges])
+        await view.open([self._pending(exchange, reply=reply_of_last or n < len(exchanges))
+                         for n, exchange in enumerate(exchanges, 1)])
+        if reply_of_last and (line := self._alternatives_line()) is not None:
+            await view.mount(line)
         if self.demo is not None and not exchanges:
             await view.mount(NoteLine(Safe(
                 "This is termchat's demo: replies come from its built-in local server, not a "
@@ -179,8 +194,9 @@ class ChatScreen(Screen[None]):
         # Once the messages are laid out and rendered, their lines are long-lived.
         self.call_after_refresh(_keep_out_of_gc)
 
-    def _pending(self, exchange: Exchange) -> Pending:
-        """An exchange as the view mounts it when it comes near."""
+    def _pending(self, exchange: Exchange, *, reply: bool = True) -> Pending:
+        """An exchange as the view mounts it when it comes near (its prompt alone without
+        `reply`)."""
         prompt, text = exchange.prompt, exchange.reply.text
         attachments = exchange.attachments
         status = exchange.reply.status
@@ -188,6 +204,8 @@ class ChatScreen(Screen[None]):
         calls = sum(isinstance(part, ToolCall) for part in exchange.reply.parts)
 
         def make() -> list[Widget]:
+            if not reply:
+                return [UserMessage(safe(prompt)), *sent_with(attachments)]
             if calls:
                 # Its text between its tool calls, as it streamed (rendered on mounting).
                 return [UserMessage(safe(prompt)), *stored_widgets(exchange.reply)]
@@ -258,6 +276,10 @@ class ChatScreen(Screen[None]):
             return bool(self.query(ToolBlock))
         return True
 
+    def on_text_area_changed(self, event: PromptInput.Changed) -> None:
+        if self._editing is not None and not event.text_area.text.strip():
+            self._editing = None  # emptied: the next prompt is a new one again
+
     def on_prompt_input_submitted(self, message: PromptInput.Submitted) -> None:
         if self.streaming:
             self.notify("A reply is still streaming: press Escape to cancel it first.",
@@ -285,13 +307,16 @@ class ChatScreen(Screen[None]):
         if warning is not None:
             notify(self, warning, title="Too long", severity="warning", timeout=12)
             return
+        editing, self._editing = self._editing, None
         self.query_one(PromptInput).clear()
         self.query_one(AttachmentTray).chips.take()
-        self._worker = self._send(prompt, attachments)
+        self._worker = self._send(prompt, attachments, editing)
         self.refresh_bindings()
 
     @work(exclusive=True, group="reply", exit_on_error=False)
-    async def _send(self, prompt: str, attachments: tuple[Attachment, ...]) -> None:
+    async def _send(self, prompt: str, attachments: tuple[Attachment, ...],
+                    editing: Exchange | None = None) -> None:
+        """Send `prompt`, or with `editing` send it in that exchange's place (a branch)."""
         view = self.query_one(ConversationView)
         view.following = True
         await view.mount(UserMessage(safe(prompt)), *sent_with(attachments))
@@ -316,17 +341,29 @@ class ChatScreen(Screen[None]):
                 and not self.conversation.exchanges:
             self.conversation.history = self.history.new_conversation()
         try:
-            exchange = self.conversation.start(prompt, attachments)
+            exchange = self.conversation.edit(editing, prompt, attachments) \
+                if editing is not None else self.conversation.start(prompt, attachments)
         except TermchatError as exc:
             await view.mount(ErrorLine(safe_line(exc.message)))
             self._restore_prompt(prompt)
             view.content_grew()
             return
+        if editing is not None:
+            await self._show_exchanges(reply_of_last=False)  # the branch, in its place
+        await self._stream_reply(exchange)
+
+    async def _stream_reply(self, exchange: Exchange, *, earlier: str = "") -> None:
+        """Stream `exchange`'s reply into new widgets at the view's end (after `earlier`, the
+        text a continued reply had), and say how it ended."""
+        view = self.query_one(ConversationView)
+        prompt, attachments = exchange.prompt, exchange.attachments
         reply = exchange.reply
         self.last_reply = reply
         shown = self._shown = ReplyView(view, reply, cursor_blink=self.cursor_blink,
                                         timings=self.show_timings, names=self._tool_names())
         await shown.start()
+        if earlier and (segment := shown.last_segment) is not None:
+            segment.append(safe(earlier))
         # The lines of settled blocks live as long as the reply: keep them out of the way of
         # full collections while it streams.
         freezer = self.set_interval(1.0, _keep_out_of_gc)
@@ -375,6 +412,8 @@ class ChatScreen(Screen[None]):
                 if reply.round_limit:
                     await view.mount(NoteLine(self._round_limit_line(reply)))
             self._turn_ended(exchange)
+            if (line := self._alternatives_line()) is not None:
+                await view.mount(line)
         if error is not None:
             await view.mount(ErrorLine(error))
             view.content_grew()
@@ -402,6 +441,100 @@ class ChatScreen(Screen[None]):
         current = prompt_input.text
         prompt_input.load_text(prompt if not current.strip() else f"{prompt}\n\n{current}")
         prompt_input.move_cursor(prompt_input.document.end)
+
+    # --- Steering: regenerate, continue, edit, undo, alternatives ------------------------
+
+    def _steer(self, what: str) -> bool:
+        if self.streaming:
+            notify(self, f"A reply is still streaming: press Escape to cancel it, then "
+                   f"{what}.", severity="warning")
+            return False
+        return True
+
+    def action_regenerate(self) -> None:
+        if self._steer("regenerate"):
+            self._worker = self._regenerate()
+            self.refresh_bindings()
+
+    @work(exclusive=True, group="reply", exit_on_error=False)
+    async def _regenerate(self) -> None:
+        try:
+            exchange = self.conversation.regenerate()
+        except TermchatError as exc:
+            notify(self, exc.message, severity="warning")
+            return
+        await self._show_exchanges(reply_of_last=False)
+        await self._stream_reply(exchange)
+
+    def action_continue_reply(self) -> None:
+        if self._steer("continue it"):
+            self._worker = self._continue()
+            self.refresh_bindings()
+
+    @work(exclusive=True, group="reply", exit_on_error=False)
+    async def _continue(self) -> None:
+        try:
+            exchange = self.conversation.resume()
+        except TermchatError as exc:
+            notify(self, exc.message, severity="warning")
+            return
+        await self._show_exchanges(reply_of_last=False)
+        await self._stream_reply(exchange, earlier=exchange.reply.text)
+
+    def action_edit_last(self) -> None:
+        """The last prompt into the input: Enter sends it as a new branch there."""
+        if not self._steer("edit the prompt") or not self.conversation.exchanges:
+            return
+        last = self.conversation.exchanges[-1]
+        self._editing = last
+        prompt_input = self.query_one(PromptInput)
+        prompt_input.load_text(last.prompt)
+        prompt_input.move_cursor(prompt_input.document.end)
+        prompt_input.focus()
+        notify(self, "Editing the last prompt: Enter sends it as a new branch (the old one is "
+               "kept: ‹ › flips back); empty the input to stop editing.", timeout=6)
+
+    async def action_undo(self) -> None:
+        """Take the last exchange back (kept as an abandoned branch); its prompt goes back
+        in the input."""
+        if not self._steer("undo"):
+            return
+        undone = self.conversation.undo()
+        if undone is None:
+            notify(self, "There is nothing to undo.", severity="warning")
+            return
+        self._editing = None
+        await self._show_exchanges()
+        self._restore_prompt(undone.prompt)
+
+    async def action_alternative(self, step: int) -> None:
+        """Flip the last exchange to its previous or next alternative (another reply to its
+        prompt, or another prompt at its place)."""
+        if not self._steer("flip") or not self.conversation.exchanges:
+            return
+        last = self.conversation.exchanges[-1]
+        options = self.conversation.alternatives(last)
+        if len(options.replies) > 1:
+            self.conversation.choose(options.reply(step))
+        elif len(options.prompts) > 1:
+            self.conversation.choose(options.prompt(step))
+        else:
+            notify(self, "The last reply has no alternatives: regenerate it for one.",
+                   severity="warning")
+            return
+        await self._show_exchanges()
+
+    def _alternatives_line(self) -> NoteLine | None:
+        """`‹ reply 2/3 ›` under the last exchange, when it has alternatives."""
+        if not self.conversation.exchanges:
+            return None
+        options = self.conversation.alternatives(self.conversation.exchanges[-1])
+        shown = [f"{what} {n}/{count}" for what, (n, count) in
+                 (("prompt", options.prompt_position), ("reply", options.reply_position))
+                 if count > 1]
+        if not shown:
+            return None
+        return NoteLine(Safe(f"‹ {' · '.join(shown)} ›"))
 
     def action_cancel_reply(self) -> None:
         if self._worker is not None and self._worker.is_running:

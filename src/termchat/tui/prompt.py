@@ -1,5 +1,6 @@
-"""The prompt input: Enter sends, Shift+Enter / Ctrl+J / Alt+Enter insert a newline, and Tab
-completes an `@path` being typed."""
+"""The prompt input: Enter sends, Shift+Enter / Ctrl+J / Alt+Enter insert a newline (both
+bindings the config's `[keys]` can remap: `submit`, `newline`), and Tab completes an `@path`
+being typed."""
 
 from __future__ import annotations
 
@@ -7,18 +8,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from textual import events
+from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import TextArea
 
 from termchat.attachments import complete, mention_at
+from termchat.keys import keys
 from termchat.tui.attach import Chips, Completer, CompletionLine, candidates_line, mention_text
 from termchat.untrusted import safe
-
-NEWLINE_KEYS = frozenset({"shift+enter", "ctrl+j", "alt+enter", "ctrl+enter"})
 
 
 class PromptInput(TextArea):
     """A multi-line input that stays editable while a reply streams."""
+
+    # Priority: ahead of the TextArea's own handling of the same keys.
+    BINDINGS = [
+        Binding(keys("submit"), "submit", "Send", id="submit", priority=True, show=False),
+        Binding(keys("newline"), "newline", "New line", id="newline", priority=True,
+                show=False),
+    ]
 
     @dataclass
     class Submitted(Message):
@@ -95,23 +103,19 @@ class PromptInput(TextArea):
     def load_text(self, text: str) -> None:
         super().load_text(safe(text))
 
+    def action_submit(self) -> None:
+        text = self.text
+        # Files alone are a prompt too.
+        if text.strip() or any(chips.attachments for chips in self.screen.query(Chips)):
+            self.post_message(self.Submitted(text))
+
+    def action_newline(self) -> None:
+        self.insert("\n")
+
     async def _on_key(self, event: events.Key) -> None:
         if event.key == "tab" and self._mention is not None:
             event.stop()
             event.prevent_default()
             self._complete_mention()
-            return
-        if event.key == "enter":
-            event.stop()
-            event.prevent_default()
-            text = self.text
-            # Files alone are a prompt too.
-            if text.strip() or any(chips.attachments for chips in self.screen.query(Chips)):
-                self.post_message(self.Submitted(text))
-            return
-        if event.key in NEWLINE_KEYS:
-            event.stop()
-            event.prevent_default()
-            self.insert("\n")
             return
         await super()._on_key(event)

@@ -1,0 +1,139 @@
+"""Steering in the TUI (Pilot, the real SDKs, the local provider server): regenerate and flip
+between the replies, continue a cut-off reply in the same reply, edit and resend the last
+prompt as a branch, undo with the prompt back in the input; keys remapped by the config's
+`[keys]`, and the palette's theme kept in the config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual.widgets import Footer
+
+from termchat.config import load_config
+from termchat.devserver import ProviderServer, Script
+from termchat.tui.messages import NoteLine, UserMessage
+from termchat.tui.prompt import PromptInput
+from tests.support.tui import finish, make_app, replies, send, wait_until
+
+
+def sent(server: ProviderServer) -> list[tuple[str, Any]]:
+    return [(m["role"], m["content"]) for m in server.requests[-1].body["messages"]
+            if m["role"] != "system"]
+
+
+def shown(app: Any) -> list[str]:
+    return [reply.text for reply in replies(app)]
+
+
+def notes(app: Any) -> list[str]:
+    return [str(note.render()) for note in app.chat.query(NoteLine)]
+
+
+async def test_regenerate_keeps_both_replies_and_the_one_shown_is_the_context(
+        provider_server: ProviderServer) -> None:
+    provider_server.queue(Script(text="First answer."), Script(text="Second answer."),
+                          Script(text="Follow-up."))
+    app = make_app(provider_server)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await send(pilot, "question")
+        await finish(pilot)
+        await pilot.press("f5")
+        await finish(pilot)
+        assert shown(app) == ["Second answer."]
+        assert sent(provider_server) == [("user", "question")]
+        assert any("reply 2/2" in note for note in notes(app))
+
+        await pilot.press("alt+left")
+        await finish(pilot)
+        assert shown(app) == ["First answer."]
+        assert any("reply 1/2" in note for note in notes(app))
+        await send(pilot, "and then?")
+        await finish(pilot)
+        assert sent(provider_server) == [("user", "question"), ("assistant", "First answer."),
+                                         ("user", "and then?")]
+
+
+async def test_continue_appends_to_the_same_reply(provider_server: ProviderServer) -> None:
+    provider_server.queue(Script(text="Counting: one, two, ", finish="length"),
+                          Script(text="three."))
+    app = make_app(provider_server)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await send(pilot, "count")
+        await finish(pilot)
+        await pilot.press("ctrl+f")
+        await finish(pilot)
+        assert shown(app) == ["Counting: one, two, three."]
+        assert sent(provider_server)[1] == ("assistant", "Counting: one, two, ")
+        exchange = app.chat.conversation.exchanges[-1]
+        assert exchange.reply.continued == 1 and len(app.chat.conversation.exchanges) == 1
+        # Nothing left to continue: a sentence, and nothing sent.
+        count = len(provider_server.requests)
+        await pilot.press("ctrl+f")
+        await finish(pilot)
+        assert len(provider_server.requests) == count
+
+
+async def test_edit_the_last_prompt_sends_a_branch_and_undo_gives_the_prompt_back(
+        provider_server: ProviderServer) -> None:
+    provider_server.queue(Script(text="A1"), Script(text="A2"), Script(text="A2b"))
+    app = make_app(provider_server)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await send(pilot, "one")
+        await finish(pilot)
+        await send(pilot, "two")
+        await finish(pilot)
+        await pilot.press("f2")
+        prompt = app.chat.query_one(PromptInput)
+        assert prompt.text == "two"
+        prompt.load_text("two, better")
+        await pilot.press("enter")
+        await finish(pilot)
+        assert sent(provider_server) == [("user", "one"), ("assistant", "A1"),
+                                         ("user", "two, better")]
+        assert shown(app) == ["A1", "A2b"]
+        assert any("prompt 2/2" in note for note in notes(app))
+
+        await pilot.press("f8")
+        await finish(pilot)
+        assert shown(app) == ["A1"]
+        assert [str(m.render()) for m in app.chat.query(UserMessage)] == ["one"]
+        assert prompt.text == "two, better"
+
+
+async def test_keys_are_the_users(provider_server: ProviderServer, tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[keys]\nsubmit = "ctrl+s"\nnewline = "enter"\nregenerate = "f9"\n')
+    provider_server.queue(Script(text="Hello."), Script(text="Again."))
+    app = make_app(provider_server, config=load_config(str(path), env={}))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.click("#prompt")
+        await pilot.press("h", "i", "enter", "x")
+        prompt = app.chat.query_one(PromptInput)
+        assert prompt.text == "hi\nx" and not provider_server.requests
+        await pilot.press("ctrl+s")
+        await finish(pilot)
+        assert shown(app) == ["Hello."]
+        await pilot.press("f5")  # no longer regenerate
+        await finish(pilot)
+        assert len(provider_server.requests) == 1
+        await pilot.press("f9")
+        await finish(pilot)
+        assert shown(app) == ["Again."]
+        footer = app.chat.query_one(Footer)
+        await wait_until(pilot, lambda: bool(footer.children))
+        assert "f9" in " ".join(str(key.render()).lower() for key in footer.children)
+
+
+async def test_a_theme_chosen_is_kept_in_the_config(provider_server: ProviderServer,
+                                                    tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('# mine\nhistory = false\n')
+    app = make_app(provider_server, config=load_config(str(path), env={}))
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.theme = "nord"
+        await wait_until(pilot, lambda: "nord" in path.read_text())
+    assert path.read_text() == '# mine\nhistory = false\ntheme = "nord"\n'
+    again = make_app(provider_server, config=load_config(str(path), env={}))
+    async with again.run_test(size=(100, 30)):
+        assert again.theme == "nord"
