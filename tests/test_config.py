@@ -207,7 +207,7 @@ def test_out_of_range_values_are_errors(tmp_path: Path) -> None:
 def test_keys_remap_termchat_bindings_by_id(tmp_path: Path) -> None:
     config = load_config(str(write(tmp_path, '[keys]\nsubmit = "ctrl+s"\nnewline = "enter"\n'
                                              'regenerate = "f5,ctrl+y"\n')), env={})
-    assert config.keys == {"submit": "ctrl+s", "newline": "enter", "regenerate": "f5,ctrl+t"}
+    assert config.keys == {"submit": "ctrl+s", "newline": "enter", "regenerate": "f5,ctrl+y"}
 
 
 @pytest.mark.parametrize(("text", "says"), [

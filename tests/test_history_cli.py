@@ -705,7 +705,8 @@ def test_a_fresh_tui_opens_the_history_unless_it_is_off(
         tui: TuiRun, tmp_path: Path, args: list[str], config: str, enabled: bool) -> None:
     (tmp_path / "config" / "termchat" / "config.toml").write_text(config)
     call = tui(args)
-    assert call == {"model": call["model"], "history_enabled": enabled}
+    assert call == {"model": call["model"], "history_enabled": enabled, "tools": True,
+                    "yes": False, "allow_tools": ()}
     assert not db_of(tmp_path).exists(), "the app opens the history, after its first frame"
 
 

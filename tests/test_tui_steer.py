@@ -103,7 +103,8 @@ async def test_edit_the_last_prompt_sends_a_branch_and_undo_gives_the_prompt_bac
 
 async def test_keys_are_the_users(provider_server: ProviderServer, tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
-    path.write_text('[keys]\nsubmit = "ctrl+s"\nnewline = "enter"\nregenerate = "f9"\n')
+    path.write_text('[keys]\nsubmit = "ctrl+s"\nnewline = "enter"\nregenerate = "f9"\n'
+                    'copy_reply = "f10"\n')
     provider_server.queue(Script(text="Hello."), Script(text="Again."))
     app = make_app(provider_server, config=load_config(str(path), env={}))
     async with app.run_test(size=(120, 30)) as pilot:
@@ -120,9 +121,16 @@ async def test_keys_are_the_users(provider_server: ProviderServer, tmp_path: Pat
         await pilot.press("f9")
         await finish(pilot)
         assert shown(app) == ["Again."]
+        assert app.chat.key_for("regenerate").lower() == "f9"
+        # The palette names each steering command with the key it has now.
+        from termchat.tui.commands import _steering_commands
+
+        names = [name for name, _, _ in _steering_commands(app.chat)]
+        assert any(n.startswith("Regenerate the last reply (") and n.lower().endswith("(f9)")
+                   for n in names)
         footer = app.chat.query_one(Footer)
         await wait_until(pilot, lambda: bool(footer.children))
-        assert "f9" in " ".join(str(key.render()).lower() for key in footer.children)
+        assert "f10" in " ".join(str(key.render()).lower() for key in footer.children)
 
 
 async def test_a_theme_chosen_is_kept_in_the_config(provider_server: ProviderServer,

@@ -99,7 +99,7 @@ def test_yes_runs_calls_unasked_and_continuing_with_no_tools_shows_the_stored_ca
         # `termchat -c --no-tools`: the stored call is shown as it ended, and no tool is
         # offered (nor any server started) for the next reply.
         # Its footer has no Tools key: no server is configured for it.
-        tmux.wait_for(r"\^r History  \^b Expand tool")
+        tmux.wait_for(r"\^r History  \^l Attach file  \^b Expand tool")
         tmux.wait_for(r"→ water the plants")
         starts = sum(line.startswith("start ") for line in events.lines())
         tmux("send-keys", "-l", "thanks")

@@ -77,16 +77,20 @@ class ChatScreen(Screen[None]):
     AUTO_FOCUS = "#prompt"
 
     BINDINGS = [
+        # Steering keys are not in the footer (it would overflow); the palette lists them.
         # On the screen, not the app: a priority binding here leaves modal screens (the
         # command palette) their own Escape.
         Binding(keys("cancel_reply"), "cancel_reply", "Cancel reply", priority=True,
                 id="cancel_reply"),
-        Binding(keys("regenerate"), "regenerate", "Regenerate", id="regenerate"),
-        Binding(keys("continue_reply"), "continue_reply", "Continue", id="continue_reply"),
-        Binding(keys("edit_last"), "edit_last", "Edit prompt", id="edit_last"),
-        Binding(keys("undo"), "undo", "Undo", id="undo"),
-        Binding(keys("previous_alternative"), "alternative(-1)", "‹", id="previous_alternative"),
-        Binding(keys("next_alternative"), "alternative(1)", "›", id="next_alternative"),
+        Binding(keys("regenerate"), "regenerate", "Regenerate", show=False, id="regenerate"),
+        Binding(keys("continue_reply"), "continue_reply", "Continue", show=False,
+                id="continue_reply"),
+        Binding(keys("edit_last"), "edit_last", "Edit prompt", show=False, id="edit_last"),
+        Binding(keys("undo"), "undo", "Undo", show=False, id="undo"),
+        Binding(keys("previous_alternative"), "alternative(-1)", "Previous alternative",
+                show=False, id="previous_alternative"),
+        Binding(keys("next_alternative"), "alternative(1)", "Next alternative", show=False,
+                id="next_alternative"),
         Binding(keys("new_conversation"), "new_conversation", "New chat", id="new_conversation"),
         Binding(keys("copy_reply"), "copy_reply", "Copy reply", id="copy_reply"),
         Binding(keys("copy_code"), "copy_code", "Copy code", id="copy_code"),
@@ -443,6 +447,13 @@ class ChatScreen(Screen[None]):
         prompt_input.move_cursor(prompt_input.document.end)
 
     # --- Steering: regenerate, continue, edit, undo, alternatives ------------------------
+
+    def key_for(self, binding_id: str) -> str:
+        """The key binding `binding_id` has now (the config's `[keys]` applied), as shown."""
+        for active in self.active_bindings.values():
+            if active.binding.id == binding_id:
+                return self.app.get_key_display(active.binding)
+        return ""
 
     def _steer(self, what: str) -> bool:
         if self.streaming:

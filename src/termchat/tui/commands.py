@@ -1,5 +1,6 @@
-"""Command palette entries: switch model, new conversation, copy the reply or a code block,
-attach a file, cost and context."""
+"""Command palette entries: switch model, new conversation, regenerate, continue, edit,
+undo and flip alternatives, copy the reply or a code block, attach a file, cost and
+context."""
 
 from __future__ import annotations
 
@@ -22,16 +23,17 @@ if TYPE_CHECKING:
 class ChatCommands(Provider):
     """termchat's own commands, found by fuzzy search in the palette."""
 
-    def _commands(self) -> list[tuple[str, Callable[[], None], str]]:
+    def _commands(self) -> list[tuple[str, Callable[[], object], str]]:
         chat = self.screen
         if not isinstance(chat, ChatScreen):
             return []
-        commands: list[tuple[str, Callable[[], None], str]] = [
+        commands: list[tuple[str, Callable[[], object], str]] = [
             ("New conversation", chat.action_new_conversation, "Start over with an empty chat"),
             ("Copy last reply", chat.action_copy_reply, "Copy the reply's Markdown (OSC 52)"),
             ("Browse history", chat.action_history,
              "Search, open, rename and delete saved conversations"),
         ]
+        commands += _steering_commands(chat)
         reply = chat.last_reply
         for index, block in enumerate(code_blocks(reply.text) if reply else []):
             first = safe_line(block.strip().splitlines()[0])[:40] if block.strip() else ""
@@ -70,6 +72,29 @@ class ChatCommands(Provider):
                 for offset in offsets:
                     content = content.stylize(matcher.match_style, offset, offset + 1)
                 yield Hit(score, content, callback, text=name, help=help_text)
+
+
+def _steering_commands(chat: ChatScreen) -> list[tuple[str, Callable[[], object], str]]:
+    """Regenerate, continue, edit, undo and flip, each with the key it has now."""
+    def entry(name: str, binding_id: str, callback: Callable[[], object],
+              help_text: str) -> tuple[str, Callable[[], object], str]:
+        key = chat.key_for(binding_id)
+        return (f"{name} ({key})" if key else name, callback, help_text)
+
+    return [
+        entry("Regenerate the last reply", "regenerate", chat.action_regenerate,
+              "A new reply to the same prompt; the old one is kept as an alternative"),
+        entry("Continue the last reply", "continue_reply", chat.action_continue_reply,
+              "Go on from where a cut-off or cancelled reply stopped, in the same reply"),
+        entry("Edit and resend the last prompt", "edit_last", chat.action_edit_last,
+              "Sent as a new branch; the old one is kept and can be flipped back to"),
+        entry("Undo the last exchange", "undo", chat.action_undo,
+              "Kept in the history as an abandoned branch; its prompt comes back"),
+        entry("Previous alternative", "previous_alternative",
+              partial(chat.action_alternative, -1), "Show another reply or prompt there"),
+        entry("Next alternative", "next_alternative", partial(chat.action_alternative, 1),
+              "Show another reply or prompt there"),
+    ]
 
 
 def _tool_commands(chat: ChatScreen) -> list[tuple[str, Callable[[], None], str]]:

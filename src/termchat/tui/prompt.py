@@ -103,14 +103,19 @@ class PromptInput(TextArea):
     def load_text(self, text: str) -> None:
         super().load_text(safe(text))
 
+    # A binding runs as the app sees the key, but the keys typed before it are still in this
+    # widget's queue: both actions wait for them, so nothing typed ahead is cut off.
     def action_submit(self) -> None:
+        self.call_later(self._submit)
+
+    def _submit(self) -> None:
         text = self.text
         # Files alone are a prompt too.
         if text.strip() or any(chips.attachments for chips in self.screen.query(Chips)):
             self.post_message(self.Submitted(text))
 
     def action_newline(self) -> None:
-        self.insert("\n")
+        self.call_later(self.insert, "\n")
 
     async def _on_key(self, event: events.Key) -> None:
         if event.key == "tab" and self._mention is not None:
