@@ -15,6 +15,7 @@ BINDINGS: dict[str, tuple[str, str]] = {
     "undo": ("f8", "take the last exchange back (kept as an abandoned branch)"),
     "previous_alternative": ("alt+left", "show the previous alternative of the last reply"),
     "next_alternative": ("alt+right", "show the next alternative of the last reply"),
+    "unqueue": ("alt+up", "take the prompts queued while a reply streams back into the input"),
     "new_conversation": ("ctrl+n", "start a new chat"),
     "copy_reply": ("ctrl+o", "copy the last reply"),
     "copy_code": ("ctrl+g", "copy the last reply's last code block"),

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer
+from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
 from termchat.config import Config, ModelConfig
@@ -91,6 +92,7 @@ class ChatScreen(Screen[None]):
                 show=False, id="previous_alternative"),
         Binding(keys("next_alternative"), "alternative(1)", "Next alternative", show=False,
                 id="next_alternative"),
+        Binding(keys("unqueue"), "unqueue", "Take back queued", show=False, id="unqueue"),
         Binding(keys("new_conversation"), "new_conversation", "New chat", id="new_conversation"),
         Binding(keys("copy_reply"), "copy_reply", "Copy reply", id="copy_reply"),
         Binding(keys("copy_code"), "copy_code", "Copy code", id="copy_code"),
@@ -127,6 +129,8 @@ class ChatScreen(Screen[None]):
         self.last_reply: Reply | None = None
         # The exchange whose prompt is being edited in the input (F2): sent as a new branch.
         self._editing: Exchange | None = None
+        # Prompts entered while a reply streams, sent in order as each reply ends.
+        self._queue: list[str] = []
         # Cost and context (termchat.tui.meter).
         self.meter = Meter(self, config, self._update_status)
         # The MCP servers and approval rules, once the app has started them (after the first
@@ -141,6 +145,7 @@ class ChatScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield ConversationView(id="conversation")
         yield AttachmentTray(id="tray")
+        yield Static(id="queue")
         prompt_input = PromptInput(id="prompt")
         prompt_input.cursor_blink = self.cursor_blink
         yield prompt_input
@@ -167,8 +172,54 @@ class ChatScreen(Screen[None]):
                         group="prices", exit_on_error=False)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker is self._worker and event.worker.is_finished and not self.meter.ready:
+        if event.worker is not self._worker or not event.worker.is_finished:
+            return
+        if not self.meter.ready:
             self._preload_prices()  # held back while the first reply was on its way
+        if self._queue:
+            self._send_queued()
+
+    # --- The queue: prompts entered while a reply streams -------------------------------
+
+    def _enqueue(self, prompt: str) -> None:
+        self._queue.append(prompt)
+        self.query_one(PromptInput).clear()
+        self._show_queue()
+
+    def _show_queue(self) -> None:
+        bar = self.query_one("#queue", Static)
+        bar.display = bool(self._queue)
+        if self._queue:
+            first = safe_line(self._queue[0].strip().splitlines()[0])
+            more = f" (+{len(self._queue) - 1} more)" if len(self._queue) > 1 else ""
+            bar.update(Text(f"⏳ queued: {first[:60]}{'…' if len(first) > 60 else ''}{more}"
+                            f" · sent when the reply ends · {self.key_for('unqueue')} takes "
+                            "it back to edit or remove"))
+
+    def _send_queued(self) -> None:
+        """The reply ended: the next queued prompt goes, unless the reply failed or was cut
+        off by the network; then every queued prompt goes back into the input (after the
+        failed one, if that came back too): nothing is lost."""
+        reply = self.last_reply
+        if reply is not None and reply.status in (Status.ERROR, Status.INTERRUPTED):
+            queued, self._queue = self._queue, []
+            self._show_queue()
+            self._restore_prompt("\n\n".join(queued), queued=True)
+            notify(self, "The reply failed, so the queued prompts were not sent: they are "
+                   "back in the input.", severity="warning")
+            return
+        prompt = self._queue.pop(0)
+        self._show_queue()
+        self._submit(prompt, (), queued=True)
+
+    def action_unqueue(self) -> None:
+        """The queued prompts back into the input, to edit, send again or delete."""
+        if not self._queue:
+            notify(self, "Nothing is queued.", severity="warning")
+            return
+        queued, self._queue = self._queue, []
+        self._show_queue()
+        self._restore_prompt("\n\n".join(queued), queued=True)
 
     async def _painted(self) -> None:
         """Wait until the screen has been drawn with what was just mounted."""
@@ -286,8 +337,7 @@ class ChatScreen(Screen[None]):
 
     def on_prompt_input_submitted(self, message: PromptInput.Submitted) -> None:
         if self.streaming:
-            self.notify("A reply is still streaming: press Escape to cancel it first.",
-                        severity="warning")
+            self._enqueue(message.text)
             return
         if not self.query_one(AttachmentTray).chips.attachments and "@" not in message.text:
             self._submit(message.text, ())  # nothing to load: sent in this frame
@@ -305,15 +355,22 @@ class ChatScreen(Screen[None]):
                 and self.query_one(PromptInput).text == prompt:
             self._submit(prompt, attachments)
 
-    def _submit(self, prompt: str, attachments: tuple[Attachment, ...]) -> None:
+    def _submit(self, prompt: str, attachments: tuple[Attachment, ...], *,
+                queued: bool = False) -> None:
+        """Send what the input holds (or, `queued`, a prompt that waited: the input and its
+        chips are left as they are)."""
         # A request that clearly cannot fit waits (said once; Enter again sends it).
         warning = self.meter.will_not_fit(self.conversation, prompt, attachments)
         if warning is not None:
             notify(self, warning, title="Too long", severity="warning", timeout=12)
+            if queued:
+                self._restore_prompt(prompt, queued=True)
             return
-        editing, self._editing = self._editing, None
-        self.query_one(PromptInput).clear()
-        self.query_one(AttachmentTray).chips.take()
+        editing = None
+        if not queued:
+            editing, self._editing = self._editing, None
+            self.query_one(PromptInput).clear()
+            self.query_one(AttachmentTray).chips.take()
         self._worker = self._send(prompt, attachments, editing)
         self.refresh_bindings()
 
@@ -438,12 +495,15 @@ class ChatScreen(Screen[None]):
         self._update_status()
         self.call_after_refresh(self.refresh_bindings)
 
-    def _restore_prompt(self, prompt: str) -> None:
-        """Put a failed prompt back, and its chips, so nothing the user chose is lost."""
-        self.query_one(AttachmentTray).chips.give_back()
+    def _restore_prompt(self, prompt: str, *, queued: bool = False) -> None:
+        """Put a failed prompt back, and its chips, so nothing the user chose is lost; a
+        `queued` one (it has no chips of its own) goes after what the input holds."""
+        if not queued:
+            self.query_one(AttachmentTray).chips.give_back()
         prompt_input = self.query_one(PromptInput)
         current = prompt_input.text
-        prompt_input.load_text(prompt if not current.strip() else f"{prompt}\n\n{current}")
+        joined = f"{current}\n\n{prompt}" if queued else f"{prompt}\n\n{current}"
+        prompt_input.load_text(prompt if not current.strip() else joined)
         prompt_input.move_cursor(prompt_input.document.end)
 
     # --- Steering: regenerate, continue, edit, undo, alternatives ------------------------
