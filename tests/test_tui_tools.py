@@ -352,7 +352,9 @@ async def test_escape_during_a_running_tool_cancels_it_on_the_server(
         await send(pilot, "nap")
         started = await events.wait("sleep-start", timeout=20)
         sleeping = blocks(app)[1]
-        assert sleeping.call.phase is Phase.RUNNING and "⟳ running" in block_text(sleeping)
+        assert sleeping.call.phase is Phase.RUNNING
+        # Drawn in the next frame (a loaded machine may take a moment).
+        await wait_until(pilot, lambda: "⟳ running" in block_text(sleeping))
         await pilot.press("escape")
         await finish(pilot)
         await events.wait(started.replace("start", "cancelled"))

@@ -33,7 +33,6 @@ class ChatCommands(Provider):
             ("Browse history", chat.action_history,
              "Search, open, rename and delete saved conversations"),
         ]
-        commands += _steering_commands(chat)
         reply = chat.last_reply
         for index, block in enumerate(code_blocks(reply.text) if reply else []):
             first = safe_line(block.strip().splitlines()[0])[:40] if block.strip() else ""
@@ -54,6 +53,7 @@ class ChatCommands(Provider):
              "Send a text file, an image or a PDF with the next prompt (Ctrl+L)"),
             ("Cost and context", chat.action_show_cost,
              "Each reply's tokens and cost, the chat's total, and how full the context is"),
+            *_steering_commands(chat),
         ]
         return commands
 
