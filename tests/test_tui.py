@@ -302,10 +302,12 @@ async def test_input_stays_editable_while_a_reply_streams(
         await pilot.press("n", "e", "x", "t")
         assert app.chat.streaming
         assert app.chat.query_one(PromptInput).text == "next"
-        await pilot.press("enter")  # refused politely while streaming; text kept
-        assert app.chat.query_one(PromptInput).text == "next"
+        await pilot.press("enter")  # queued while streaming (tests/test_tui_queue.py)
+        await wait_until(pilot, lambda: app.chat._queue == ["next"])
+        assert app.chat.query_one(PromptInput).text == ""
         assert len(provider_server.requests) == 1
         await pilot.press("escape")
+        await wait_until(pilot, lambda: len(provider_server.requests) == 2)
         await finish(pilot)
 
 
