@@ -26,10 +26,8 @@ from termchat.config import Config, ModelConfig
 from termchat.content import Attachment, ToolCall, ToolResult
 from termchat.errors import ConfigError, TermchatError
 from termchat.events import Event, ReasoningDelta, TextDelta, ToolCallArguments
-from termchat.history.recording import ConversationRecord
 from termchat.keys import keys
 from termchat.tui.attach import AttachmentTray, AttachScreen, rejected, sent_with
-from termchat.tui.blocks import Prerender
 from termchat.tui.conversation import ConversationView, Pending, estimate_rows
 from termchat.tui.messages import AssistantMessage, ErrorLine, NoteLine, UserMessage
 from termchat.tui.meter import CostScreen, Meter, error_text
@@ -46,16 +44,29 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable
 
     from termchat.history import HistoryStore
+    from termchat.history.recording import ConversationRecord
     from termchat.tools.box import ResolvedCall
     from termchat.tools.config import ToolSelection
     from termchat.tools.policy import Choice, SessionRule
     from termchat.tools.runner import ToolRunner
+    from termchat.tui.blocks import Prerender
     from termchat.tui.tools import ToolsSession
+    from termchat.turn import History
 
 
 def _kept(reply: Reply) -> bool:
     """Whether anything of a reply that ended early stays: its text, or calls that ran."""
     return bool(reply.text) or any(isinstance(part, ToolResult) for part in reply.parts)
+
+
+def _record(history: History | None) -> ConversationRecord | None:
+    """`history` as a stored conversation's record, if it is one (the history package is
+    imported only once the store is open, after the first frame)."""
+    if history is None:
+        return None
+    from termchat.history.recording import ConversationRecord
+
+    return history if isinstance(history, ConversationRecord) else None
 
 
 def _keep_out_of_gc() -> None:
@@ -285,6 +296,8 @@ class ChatScreen(Screen[None]):
             if not shown or calls:
                 return True  # no width to render at yet: mounting renders it
             if ahead is None:
+                from termchat.tui.blocks import Prerender
+
                 ahead = Prerender(safe(text), self.app.console)
             return ahead.step(shown.last().size.width, seconds)
 
@@ -797,8 +810,8 @@ class ChatScreen(Screen[None]):
             notify(self, self._history_off(), title="No history", severity="warning",
                    timeout=8)
             return
-        record = self.conversation.history
-        open_id = record.id if isinstance(record, ConversationRecord) else None
+        record = _record(self.conversation.history)
+        open_id = record.id if record is not None else None
         self.app.push_screen(HistoryScreen(self.history, open_id=open_id,
                                            cursor_blink=self.cursor_blink,
                                            cost=self.meter.stored_cost),
@@ -813,8 +826,8 @@ class ChatScreen(Screen[None]):
 
     def _open_stored(self, cid: int | None) -> None:
         """The history screen closed; `cid` is the conversation it chose to open, if any."""
-        record = self.conversation.history
-        if cid is None or (isinstance(record, ConversationRecord) and record.id == cid):
+        record = _record(self.conversation.history)
+        if cid is None or (record is not None and record.id == cid):
             return
         if self.streaming:
             notify(self, "A reply is still streaming: press Escape to cancel it, then open "
@@ -838,9 +851,8 @@ class ChatScreen(Screen[None]):
     def forget_record(self, cid: int) -> None:
         """Conversation `cid` was deleted: if it is the one on screen, its next turns start a
         new conversation instead of failing to save into one that is gone."""
-        record = self.conversation.history
-        if isinstance(record, ConversationRecord) and record.id == cid \
-                and self.history is not None:
+        record = _record(self.conversation.history)
+        if record is not None and record.id == cid and self.history is not None:
             self.conversation.history = self.history.new_conversation()
 
     def action_copy_reply(self) -> None:
