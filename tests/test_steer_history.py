@@ -12,6 +12,7 @@ import pytest
 
 from termchat.config import Config
 from termchat.devserver import ProviderServer, Script
+from termchat.errors import UsageError
 from termchat.history import HistoryStore
 from termchat.history.recording import continue_conversation
 from termchat.turn import Conversation
@@ -104,3 +105,20 @@ async def test_continuing_a_reopened_cut_off_reply_sends_it_and_grows_the_same_m
         assert reply.text == "Roses are red, violets are blue."
         assert (reply.status, reply.continuations) == ("complete", 1)
         assert (reply.usage.input_tokens, reply.usage.output_tokens) == (25, 9)
+
+
+async def test_an_edited_partial_is_what_is_continued_and_stored(
+        srv: ProviderServer, tmp_path: Path) -> None:
+    srv.queue(Script(text="One. Two is wrong.", finish="length"), Script(text=" Two."))
+    with HistoryStore.open(tmp_path / "history.db") as store:
+        record = store.new_conversation()
+        conversation = Conversation(model_for(srv, "openai"), history=record)
+        await conversation.send("count")
+        with pytest.raises(UsageError):
+            conversation.edit_partial("")
+        exchange = await conversation.stream(conversation.edit_partial("One."))
+        assert sent(srv)[1] == ("assistant", "One.")
+        assert exchange.reply.text == "One. Two."
+        assert record.id is not None
+        [reply] = [m for m in store.tree(record.id).messages if m.role == "assistant"]
+        assert (reply.text, reply.continuations) == ("One. Two.", 1)

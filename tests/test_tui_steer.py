@@ -145,3 +145,28 @@ async def test_a_theme_chosen_is_kept_in_the_config(provider_server: ProviderSer
     again = make_app(provider_server, config=load_config(str(path), env={}))
     async with again.run_test(size=(100, 30)):
         assert again.theme == "nord"
+
+
+async def test_a_cancelled_reply_can_be_edited_then_continued_from_the_edit(
+        provider_server: ProviderServer) -> None:
+    provider_server.queue(Script(text="Step one. Step two is wrong. " * 30, chunk_size=4,
+                                 delay=0.02),
+                          Script(text=" Step two, right."))
+    app = make_app(provider_server)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await send(pilot, "steps")
+        await wait_until(pilot, lambda: "wrong" in "".join(shown(app)))
+        await pilot.press("escape")
+        await finish(pilot)
+        await pilot.press("f3")
+        prompt = app.chat.query_one(PromptInput)
+        assert prompt.text.startswith("Step one. Step two is wrong.")
+        prompt.load_text("Step one.")
+        await pilot.press("enter")
+        await finish(pilot)
+        assert len(provider_server.requests) == 2, [n.message for n in app._notifications]
+        assert sent(provider_server)[1] == ("assistant", "Step one.")
+        assert shown(app) == ["Step one. Step two, right."]
+        reply = app.chat.conversation.exchanges[-1].reply
+        assert (reply.text, reply.continued, reply.status.value) == (
+            "Step one. Step two, right.", 1, "complete")

@@ -12,6 +12,7 @@ BINDINGS: dict[str, tuple[str, str]] = {
     "regenerate": ("f5", "a new reply to the last prompt, the old one kept"),
     "continue_reply": ("ctrl+f", "continue a cut-off or cancelled reply"),
     "edit_last": ("f2", "edit the last prompt and resend it as a new branch"),
+    "edit_partial": ("f3", "edit a cut-off or cancelled reply, then continue it from there"),
     "undo": ("f8", "take the last exchange back (kept as an abandoned branch)"),
     "previous_alternative": ("alt+left", "show the previous alternative of the last reply"),
     "next_alternative": ("alt+right", "show the next alternative of the last reply"),

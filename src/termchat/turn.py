@@ -145,6 +145,17 @@ class Reply:
             self._done.pop()
             self._open = (Text, [last.text])
 
+    def edit_text(self, text: str) -> None:
+        """Replace the text of a reply that stopped (its last part, text): the user trimmed
+        or fixed a partial reply before it goes on. Raises `UsageError` for a reply that is
+        not just text at its end."""
+        if self.status.final:
+            self._close()  # a part a cancel left open is done now
+        if self._open is not None or not self._done or not isinstance(self._done[-1], Text):
+            raise UsageError("Only a reply that stopped in its text can be edited.")
+        self._done[-1] = Text(text)
+        self._text = [text_of(self._done)]
+
     def add_text(self, text: str) -> None:
         self._text.append(text)
         self._piece(Text, text)
@@ -787,6 +798,15 @@ class Conversation:
             raise UsageError("The last reply was not cut off, so there is nothing to "
                              "continue; regenerate it for a new one.")
         return target
+
+    def edit_partial(self, text: str, exchange: Exchange | None = None) -> Exchange:
+        """The last reply, cut off or cancelled, with its text replaced by `text` (trimmed of
+        a wrong turn, say) and readied to go on from there: stream it with `stream`."""
+        target = self.resumable(exchange)
+        if not text:
+            raise UsageError("There is no text left to continue from: regenerate instead.")
+        target.reply.edit_text(text)
+        return self.resume(target)
 
     async def continue_reply(self, on_event: EventSink | None = None) -> Exchange:
         """Continue the last reply from where it stopped, appending to it."""

@@ -99,6 +99,8 @@ class ChatScreen(Screen[None]):
                 id="continue_reply"),
         Binding(keys("edit_last"), "edit_last", "Edit prompt", show=False, id="edit_last"),
         Binding(keys("undo"), "undo", "Undo", show=False, id="undo"),
+        Binding(keys("edit_partial"), "edit_partial", "Edit the partial", show=False,
+                id="edit_partial"),
         Binding(keys("previous_alternative"), "alternative(-1)", "Previous alternative",
                 show=False, id="previous_alternative"),
         Binding(keys("next_alternative"), "alternative(1)", "Next alternative", show=False,
@@ -140,6 +142,8 @@ class ChatScreen(Screen[None]):
         self.last_reply: Reply | None = None
         # The exchange whose prompt is being edited in the input (F2): sent as a new branch.
         self._editing: Exchange | None = None
+        # The stopped reply whose text is being edited in the input: continued from it.
+        self._editing_partial: Exchange | None = None
         # Prompts entered while a reply streams, sent in order as each reply ends.
         self._queue: list[str] = []
         # Cost and context (termchat.tui.meter).
@@ -345,12 +349,19 @@ class ChatScreen(Screen[None]):
         return True
 
     def on_text_area_changed(self, event: PromptInput.Changed) -> None:
-        if self._editing is not None and not event.text_area.text.strip():
-            self._editing = None  # emptied: the next prompt is a new one again
+        if not event.text_area.text.strip():
+            # Emptied: the next prompt is a new one again.
+            self._editing = self._editing_partial = None
 
     def on_prompt_input_submitted(self, message: PromptInput.Submitted) -> None:
         if self.streaming:
             self._enqueue(message.text)
+            return
+        if self._editing_partial is not None:
+            self._editing_partial = None
+            self.query_one(PromptInput).clear()
+            self._worker = self._continue(message.text)
+            self.refresh_bindings()
             return
         if not self.query_one(AttachmentTray).chips.attachments and "@" not in message.text:
             self._submit(message.text, ())  # nothing to load: sent in this frame
@@ -556,21 +567,41 @@ class ChatScreen(Screen[None]):
             self.refresh_bindings()
 
     @work(exclusive=True, group="reply", exit_on_error=False)
-    async def _continue(self) -> None:
+    async def _continue(self, edited: str | None = None) -> None:
+        """Continue the last reply (from `edited`, its text as the user changed it)."""
         try:
-            exchange = self.conversation.resume()
+            exchange = self.conversation.resume() if edited is None \
+                else self.conversation.edit_partial(edited)
         except TermchatError as exc:
             notify(self, exc.message, severity="warning")
             return
         await self._show_exchanges(reply_of_last=False)
         await self._stream_reply(exchange, earlier=exchange.reply.text)
 
+    def action_edit_partial(self) -> None:
+        """A cut-off or cancelled reply's text into the input: Enter continues from it as
+        edited (a wrong turn trimmed, say)."""
+        if not self._steer("edit it"):
+            return
+        try:
+            last = self.conversation.resumable()
+        except TermchatError as exc:
+            notify(self, exc.message, severity="warning")
+            return
+        self._editing, self._editing_partial = None, last
+        prompt_input = self.query_one(PromptInput)
+        prompt_input.load_text(last.reply.text)
+        prompt_input.move_cursor(prompt_input.document.end)
+        prompt_input.focus()
+        notify(self, "Editing the partial reply: Enter continues it from your text; empty "
+               "the input to stop editing.", timeout=6)
+
     def action_edit_last(self) -> None:
         """The last prompt into the input: Enter sends it as a new branch there."""
         if not self._steer("edit the prompt") or not self.conversation.exchanges:
             return
         last = self.conversation.exchanges[-1]
-        self._editing = last
+        self._editing, self._editing_partial = last, None
         prompt_input = self.query_one(PromptInput)
         prompt_input.load_text(last.prompt)
         prompt_input.move_cursor(prompt_input.document.end)
