@@ -170,3 +170,31 @@ async def test_a_cancelled_reply_can_be_edited_then_continued_from_the_edit(
         reply = app.chat.conversation.exchanges[-1].reply
         assert (reply.text, reply.continued, reply.status.value) == (
             "Step one. Step two, right.", 1, "complete")
+
+
+async def test_an_earlier_reply_with_alternatives_is_marked_and_can_be_flipped(
+        provider_server: ProviderServer) -> None:
+    provider_server.queue(Script(text="A1"), Script(text="A1b"), Script(text="B"),
+                          Script(text="C"))
+    app = make_app(provider_server)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await send(pilot, "one")
+        await finish(pilot)
+        await pilot.press("f5")
+        await finish(pilot)
+        await send(pilot, "two")
+        await finish(pilot)
+        assert shown(app) == ["A1b", "B"]
+        # The earlier reply says it has another; the palette offers to flip it.
+        assert any("reply 2/2" in note for note in notes(app))
+        from termchat.tui.commands import _branch_commands
+
+        [(name, flip, _)] = _branch_commands(app.chat)
+        assert name == "Exchange 1 “one”: show reply 1 of 2"
+        await flip()
+        await finish(pilot)
+        assert shown(app) == ["A1"]
+        await send(pilot, "three")
+        await finish(pilot)
+        assert sent(provider_server) == [("user", "one"), ("assistant", "A1"),
+                                         ("user", "three")]

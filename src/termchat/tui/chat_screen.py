@@ -251,8 +251,6 @@ class ChatScreen(Screen[None]):
         self.last_reply = exchanges[-1].reply if exchanges else None
         await view.open([self._pending(exchange, reply=reply_of_last or n < len(exchanges))
                          for n, exchange in enumerate(exchanges, 1)])
-        if reply_of_last and (line := self._alternatives_line()) is not None:
-            await view.mount(line)
         if self.demo is not None and not exchanges:
             await view.mount(NoteLine(Safe(
                 "This is termchat's demo: replies come from its built-in local server, not a "
@@ -276,12 +274,14 @@ class ChatScreen(Screen[None]):
         def make() -> list[Widget]:
             if not reply:
                 return [UserMessage(safe(prompt)), *sent_with(attachments)]
+            # `‹ reply 2/3 ›` under a reply that has alternatives.
+            others = [line] if (line := self._alternatives_line(exchange)) else []
             if calls:
                 # Its text between its tool calls, as it streamed (rendered on mounting).
-                return [UserMessage(safe(prompt)), *stored_widgets(exchange.reply)]
+                return [UserMessage(safe(prompt)), *stored_widgets(exchange.reply), *others]
             rendered = ahead.renderer if ahead is not None and ahead.done else None
             return [UserMessage(safe(prompt)), *sent_with(attachments),
-                    AssistantMessage(safe(text), status=status, rendered=rendered)]
+                    AssistantMessage(safe(text), status=status, rendered=rendered), *others]
 
         estimates: dict[int, int] = {}
 
@@ -625,25 +625,34 @@ class ChatScreen(Screen[None]):
     async def action_alternative(self, step: int) -> None:
         """Flip the last exchange to its previous or next alternative (another reply to its
         prompt, or another prompt at its place)."""
-        if not self._steer("flip") or not self.conversation.exchanges:
+        if self.conversation.exchanges:
+            await self.flip(self.conversation.exchanges[-1], step)
+
+    async def flip(self, exchange: Exchange, step: int, *, prompts: bool = False) -> None:
+        """Show `exchange`'s previous or next alternative: another reply to its prompt (or,
+        with `prompts` or when there is no other reply, another prompt at its place); the
+        path below it follows, and it is what the next turn sends."""
+        if not self._steer("flip"):
             return
-        last = self.conversation.exchanges[-1]
-        options = self.conversation.alternatives(last)
-        if len(options.replies) > 1:
+        options = self.conversation.alternatives(exchange)
+        if len(options.replies) > 1 and not (prompts and len(options.prompts) > 1):
             self.conversation.choose(options.reply(step))
         elif len(options.prompts) > 1:
             self.conversation.choose(options.prompt(step))
         else:
-            notify(self, "The last reply has no alternatives: regenerate it for one.",
+            notify(self, "That reply has no alternatives: regenerate it for one.",
                    severity="warning")
             return
         await self._show_exchanges()
 
-    def _alternatives_line(self) -> NoteLine | None:
-        """`‹ reply 2/3 ›` under the last exchange, when it has alternatives."""
-        if not self.conversation.exchanges:
-            return None
-        options = self.conversation.alternatives(self.conversation.exchanges[-1])
+    def _alternatives_line(self, exchange: Exchange | None = None) -> NoteLine | None:
+        """`‹ reply 2/3 ›` under `exchange` (the last by default), when it has
+        alternatives."""
+        if exchange is None:
+            if not self.conversation.exchanges:
+                return None
+            exchange = self.conversation.exchanges[-1]
+        options = self.conversation.alternatives(exchange)
         shown = [f"{what} {n}/{count}" for what, (n, count) in
                  (("prompt", options.prompt_position), ("reply", options.reply_position))
                  if count > 1]

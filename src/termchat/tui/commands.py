@@ -97,7 +97,26 @@ def _steering_commands(chat: ChatScreen) -> list[tuple[str, Callable[[], object]
               partial(chat.action_alternative, -1), "Show another reply or prompt there"),
         entry("Next alternative", "next_alternative", partial(chat.action_alternative, 1),
               "Show another reply or prompt there"),
+        *_branch_commands(chat),
     ]
+
+
+def _branch_commands(chat: ChatScreen) -> list[tuple[str, Callable[[], object], str]]:
+    """Every point of the path with alternatives, earlier ones included: flip it."""
+    commands: list[tuple[str, Callable[[], object], str]] = []
+    conversation = chat.conversation
+    for number, exchange in enumerate(conversation.exchanges, 1):
+        options = conversation.alternatives(exchange)
+        asked = safe_line(exchange.prompt.strip().splitlines()[0] if exchange.prompt.strip()
+                          else "(files only)")[:40]
+        for what, (at, count), prompts in (("reply", options.reply_position, False),
+                                           ("prompt", options.prompt_position, True)):
+            if count > 1:
+                shown = at % count + 1
+                commands.append((f"Exchange {number} “{asked}”: show {what} {shown} of {count}",
+                                 partial(chat.flip, exchange, 1, prompts=prompts),
+                                 "The path below it follows; it is what the next turn sends"))
+    return commands
 
 
 def _tool_commands(chat: ChatScreen) -> list[tuple[str, Callable[[], None], str]]:
