@@ -467,3 +467,24 @@ async def test_starting_on_the_last_conversation_shows_it_and_continues_it(
         assert len(provider_server.requests[-1].body["messages"]) == 3
         assert [m.text for m in store.get(last).messages][2:] == [
             "And its population?", "About 2.1 million."]
+
+
+async def test_forking_a_stored_chat_stores_the_copy_and_leaves_the_original(
+        provider_server: ProviderServer, store: HistoryStore) -> None:
+    provider_server.queue(Script(text="Paris."), Script(text="Lyon."))
+    app = make_app(store, model_for(provider_server))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await send(pilot, "Capital of France?")
+        await finish(pilot)
+        original = app.chat.conversation.history
+        app.chat.action_fork()
+        await wait_until(pilot, lambda: app.chat.conversation.history is not original)
+        await finish(pilot)
+        await send(pilot, "Second city?")
+        await finish(pilot)
+    with HistoryStore.open(store.path) as again:
+        [newer, older] = again.list_conversations()
+        assert [m.text for m in again.get(older.id).messages] == ["Capital of France?",
+                                                                  "Paris."]
+        assert [m.text for m in again.get(newer.id).messages] == [
+            "Capital of France?", "Paris.", "Second city?", "Lyon."]

@@ -198,3 +198,37 @@ async def test_an_earlier_reply_with_alternatives_is_marked_and_can_be_flipped(
         await finish(pilot)
         assert sent(provider_server) == [("user", "one"), ("assistant", "A1"),
                                          ("user", "three")]
+
+
+async def test_an_earlier_prompt_can_be_edited_and_the_chat_forked(
+        provider_server: ProviderServer) -> None:
+    provider_server.queue(Script(text="A1"), Script(text="A2"), Script(text="U1"),
+                          Script(text="F1"))
+    app = make_app(provider_server)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await send(pilot, "one")
+        await finish(pilot)
+        await send(pilot, "two")
+        await finish(pilot)
+        from termchat.tui.commands import ChatCommands
+
+        commands = {name: run for name, run, _ in ChatCommands(app.chat)._commands()}
+        commands["Edit and resend exchange 1 “one”"]()
+        prompt = app.chat.query_one(PromptInput)
+        assert prompt.text == "one"
+        prompt.load_text("uno")
+        await pilot.press("enter")
+        await finish(pilot)
+        assert sent(provider_server) == [("user", "uno")]
+        assert shown(app) == ["U1"]
+        assert any("prompt 2/2" in note for note in notes(app))
+
+        before = app.chat.conversation
+        commands = {name: run for name, run, _ in ChatCommands(app.chat)._commands()}
+        commands["Fork into a new conversation"]()
+        await finish(pilot)
+        assert app.chat.conversation is not before and shown(app) == ["U1"]
+        await send(pilot, "and?")
+        await finish(pilot)
+        assert sent(provider_server) == [("user", "uno"), ("assistant", "U1"), ("user", "and?")]
+        assert len(before.exchanges) == 1  # the original is left as it was

@@ -598,16 +598,21 @@ class ChatScreen(Screen[None]):
 
     def action_edit_last(self) -> None:
         """The last prompt into the input: Enter sends it as a new branch there."""
-        if not self._steer("edit the prompt") or not self.conversation.exchanges:
+        if self.conversation.exchanges:
+            self.edit_prompt(self.conversation.exchanges[-1])
+
+    def edit_prompt(self, exchange: Exchange) -> None:
+        """`exchange`'s prompt (any on the path) into the input: Enter sends it as a new
+        branch at its place; the old branch is kept and can be flipped back to."""
+        if not self._steer("edit the prompt"):
             return
-        last = self.conversation.exchanges[-1]
-        self._editing, self._editing_partial = last, None
+        self._editing, self._editing_partial = exchange, None
         prompt_input = self.query_one(PromptInput)
-        prompt_input.load_text(last.prompt)
+        prompt_input.load_text(exchange.prompt)
         prompt_input.move_cursor(prompt_input.document.end)
         prompt_input.focus()
-        notify(self, "Editing the last prompt: Enter sends it as a new branch (the old one is "
-               "kept: ‹ › flips back); empty the input to stop editing.", timeout=6)
+        notify(self, "Editing a prompt: Enter sends it as a new branch (the old one is kept: "
+               "‹ › flips back); empty the input to stop editing.", timeout=6)
 
     async def action_undo(self) -> None:
         """Take the last exchange back (kept as an abandoned branch); its prompt goes back
@@ -621,6 +626,34 @@ class ChatScreen(Screen[None]):
         self._editing = None
         await self._show_exchanges()
         self._restore_prompt(undone.prompt)
+
+    def action_fork(self) -> None:
+        if self._steer("fork"):
+            self._fork()
+
+    @work(group="open", exclusive=True)
+    async def _fork(self) -> None:
+        """Go on in a new conversation that starts as a copy of this one's path (stored as
+        its own conversation when the history is on); this one is left as it is."""
+        record = _record(self.conversation.history)
+        if record is None or record.id is None or self.history is None:
+            forked = self.conversation.fork()
+            if self.history is not None:
+                forked.history = self.history.new_conversation()
+        else:
+            from termchat.history import HistoryError, continue_conversation
+
+            store, cid = self.history, record.id
+            try:
+                forked = await asyncio.to_thread(
+                    lambda: continue_conversation(self.config, store, store.fork(cid)))
+            except (HistoryError, ConfigError) as exc:
+                notify(self, exc.message, severity="error")
+                return
+            forked.switch_model(self.conversation.model)
+        if self.open_conversation(forked):
+            notify(self, "Forked: this is a new conversation, a copy of the one before; "
+                   "that one is kept as it was (Ctrl+R).", timeout=6)
 
     async def action_alternative(self, step: int) -> None:
         """Flip the last exchange to its previous or next alternative (another reply to its

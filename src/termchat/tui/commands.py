@@ -18,6 +18,7 @@ from termchat.untrusted import safe_line
 
 if TYPE_CHECKING:
     from termchat.config import Config
+    from termchat.turn import Exchange
 
 
 class ChatCommands(Provider):
@@ -98,7 +99,18 @@ def _steering_commands(chat: ChatScreen) -> list[tuple[str, Callable[[], object]
         entry("Next alternative", "next_alternative", partial(chat.action_alternative, 1),
               "Show another reply or prompt there"),
         *_branch_commands(chat),
+        ("Fork into a new conversation", chat.action_fork,
+         "Go on in a copy of this conversation; this one stays as it is"),
+        *[(f"Edit and resend exchange {number} “{_asked(exchange)}”",
+           partial(chat.edit_prompt, exchange), "Sent as a new branch at its place; the old "
+           "one is kept and can be flipped back to")
+          for number, exchange in enumerate(chat.conversation.exchanges[:-1], 1)],
     ]
+
+
+def _asked(exchange: Exchange) -> str:
+    prompt = exchange.prompt.strip()
+    return safe_line(prompt.splitlines()[0] if prompt else "(files only)")[:40]
 
 
 def _branch_commands(chat: ChatScreen) -> list[tuple[str, Callable[[], object], str]]:
@@ -107,8 +119,7 @@ def _branch_commands(chat: ChatScreen) -> list[tuple[str, Callable[[], object], 
     conversation = chat.conversation
     for number, exchange in enumerate(conversation.exchanges, 1):
         options = conversation.alternatives(exchange)
-        asked = safe_line(exchange.prompt.strip().splitlines()[0] if exchange.prompt.strip()
-                          else "(files only)")[:40]
+        asked = _asked(exchange)
         for what, (at, count), prompts in (("reply", options.reply_position, False),
                                            ("prompt", options.prompt_position, True)):
             if count > 1:
