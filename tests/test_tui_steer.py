@@ -14,7 +14,7 @@ from termchat.config import load_config
 from termchat.devserver import ProviderServer, Script
 from termchat.tui.messages import NoteLine, UserMessage
 from termchat.tui.prompt import PromptInput
-from tests.support.tui import finish, make_app, replies, send, wait_until
+from tests.support.tui import finish, make_app, replies, send, status_text, wait_until
 
 
 def sent(server: ProviderServer) -> list[tuple[str, Any]]:
@@ -67,6 +67,7 @@ async def test_continue_appends_to_the_same_reply(provider_server: ProviderServe
         assert sent(provider_server)[1] == ("assistant", "Counting: one, two, ")
         exchange = app.chat.conversation.exchanges[-1]
         assert exchange.reply.continued == 1 and len(app.chat.conversation.exchanges) == 1
+        assert "continued" in status_text(app)
         # Nothing left to continue: a sentence, and nothing sent.
         count = len(provider_server.requests)
         await pilot.press("ctrl+f")

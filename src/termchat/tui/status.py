@@ -9,7 +9,7 @@ from rich.cells import cell_len
 from rich.text import Text
 from textual.widgets import Static
 
-from termchat.present import UNKNOWN, state, timing_fields, usage_fields
+from termchat.present import UNKNOWN, continued, state, timing_fields, usage_fields
 from termchat.tui.rounds import finishes
 from termchat.turn import Reply, Status
 from termchat.untrusted import safe_line
@@ -87,6 +87,8 @@ def describe(model: str, reply: Reply | None, *, timings: bool = True,
         return [*fields, Field(safe_line(retry.reason), rank=RANK_RETRY_REASON)]
     if reply.finish is not None:
         fields.append(Field(safe_line(finishes(reply)), rank=RANK_FINISH))
+    if reply.continued:
+        fields.append(Field(continued(reply), rank=RANK_FINISH))
     if reply.usage.known or reply.status.final:
         fields.append(Field(" · ".join(usage_fields(reply.usage)) if reply.usage.known
                             else f"tokens {UNKNOWN}", rank=RANK_USAGE))
