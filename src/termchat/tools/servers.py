@@ -44,6 +44,8 @@ INHERITED_ENV = (
 LOG_ROTATE_BYTES = 1 << 20
 # Once stop is asked for, an HTTP session gets this long to close politely.
 STOP_GRACE = 2.0
+# How long a call whose server went away waits for the reason (its exit status) to arrive.
+GONE_WAIT = 2.0
 TOKEN_CMD_TIMEOUT = 30.0
 # A reply larger than this is dropped and its call fails. A str result is sent twice (text
 # and structured content) and JSON escaping can grow it, hence the factor over the cap.
@@ -111,6 +113,7 @@ class ServerConnection:
         self._task: asyncio.Task[None] | None = None
         self._deadline: asyncio.Timeout | None = None
         self._settled = asyncio.Event()
+        self._gone = asyncio.Event()  # the owner task has ended and said why
         self._wake = asyncio.Event()
         self._stopping = False
         self._lost = False
@@ -181,6 +184,7 @@ class ServerConnection:
         """The owner task is done: stopped on request, or failed (`exc` None: the server
         went away on its own)."""
         self._session = None
+        self._gone.set()
         if self._stopping:
             self._set(ServerState.STOPPED, None)
         elif isinstance(exc, asyncio.CancelledError):
@@ -363,6 +367,12 @@ class ServerConnection:
             # The SDK also gives one request's transport failure (an SSE event over the size
             # limit, say) this code, with its own message, and the session goes on.
             if exc.code == CONNECTION_CLOSED and exc.message == "Connection closed":
+                # Its owner task sees the server exit a moment later and says why (the
+                # one line naming it): wait for that, so the why is never lost to a run that
+                # ends first.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(GONE_WAIT):
+                        await self._gone.wait()
                 return ToolResult(call_id, f"The MCP server '{self.name}' stopped during the "
                                   "call; its tools are unavailable.", True,
                                   ToolOutcome.UNAVAILABLE)
