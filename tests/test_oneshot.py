@@ -402,7 +402,7 @@ def test_json_usage_the_server_never_sent_is_null(results: dict[str, Result]) ->
     ("mid-stream-anthropic", 1, "is overloaded mid-reply"),
     ("dropped", 1, "dropped mid-reply; the partial reply is kept"),
     ("context", 1, "The input is too long for openai:gpt-4.1-mini's context window"),
-    ("context-anthropic", 1, "The input is too long for anthropic:claude-sonnet-4-5's"),
+    ("context-anthropic", 1, "The input is too long for anthropic:claude-sonnet-5-5's"),
     ("json-error", 1, "reported an error mid-reply"),
     ("missing-key", 2, "No API key for openai:gpt-4.1-mini: set OPENAI_API_KEY"),
     ("bad-config", 2, "TOML syntax error at line 1"),

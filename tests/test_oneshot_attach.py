@@ -281,7 +281,7 @@ def test_a_provider_that_rejects_an_image_is_one_sentence_naming_it(
     assert line.startswith("termchat: 127.0.0.1:")
     assert line.split(" ", 2)[2] == (
         "rejected the request with pic.png attached (400: image input is not supported by "
-        f"this model); {provider}:{'gpt-4.1-mini' if provider == 'openai' else 'claude-sonnet-4-5'}"
+        f"this model); {provider}:{'gpt-4.1-mini' if provider == 'openai' else 'claude-sonnet-5-5'}"
         " there may not take images: send it without -a pic.png, or use a model that takes "
         "images.")
     assert len(result.requests) == 1

@@ -27,7 +27,7 @@ examples:
   termchat "why is the sky blue?"            one reply, streamed to stdout
   echo "2+2?" | termchat                     the prompt from stdin
   cat app.py | termchat "explain this"       argument, a blank line, then stdin
-  termchat -m anthropic:claude-sonnet-4-5 -s "be terse" "hi"
+  termchat -m anthropic:claude-sonnet-5-5 -s "be terse" "hi"
   termchat -u --max-tokens 50 "write a poem"  usage line on stderr
   termchat --json "hi" | jq .usage
   termchat -a photo.png -a notes.md "compare"  attach files (images, PDFs, text)
@@ -45,7 +45,7 @@ examples:
   termchat --export 12 --format json > chat.json
 
 models: an alias from the config file, or provider:model (openai:gpt-4.1-mini,
-anthropic:claude-sonnet-4-5); an OpenAI-compatible server is openai:MODEL with
+anthropic:claude-sonnet-5-5); an OpenAI-compatible server is openai:MODEL with
 OPENAI_BASE_URL or base_url in the config.
 output: piped, exactly the reply's text (no colour, no reasoning); on a terminal, the
 reply rendered as Markdown.

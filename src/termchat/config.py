@@ -21,7 +21,7 @@ from termchat.tools.config import ToolsConfig, parse_tools
 PROVIDERS = ("openai", "anthropic")
 
 # What `openai:` / `anthropic:` alone, or no configuration at all, resolves to.
-DEFAULT_MODELS = {"openai": "gpt-4.1-mini", "anthropic": "claude-sonnet-4-5"}
+DEFAULT_MODELS = {"openai": "gpt-4.1-mini", "anthropic": "claude-sonnet-5-5"}
 KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 BASE_URL_ENV = {"openai": "OPENAI_BASE_URL", "anthropic": "ANTHROPIC_BASE_URL"}
 
