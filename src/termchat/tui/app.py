@@ -118,13 +118,28 @@ class TermchatApp(App[int]):
                    f"{status.log_path}", severity="error", timeout=12)
 
     def _open_store(self) -> None:
-        from termchat.history import open_or_warn
+        self.run_worker(self._open_store_in_thread(), group="history", exit_on_error=False)
 
-        self.history = self.chat.history = open_or_warn(True, self.warn)
+    async def _open_store_in_thread(self) -> None:
+        """Open the store in a thread: importing the history package and opening SQLite
+        take 50-100 ms, which on the event loop would hold up a first Enter typed at once.
+        What it has to say while opening is said here, on the event loop."""
+        said: list[str] = []
+
+        def opened() -> HistoryStore | None:
+            from termchat.history import open_or_warn
+
+            return open_or_warn(True, said.append)
+
+        store = await asyncio.to_thread(opened)
+        if store is not None:
+            store.warn = self.warn
+        for line in said:
+            self.warn(line)
+        self.history = self.chat.history = store
         conversation = self.chat.conversation
-        if self.history is not None and conversation.history is None \
-                and not conversation.exchanges:
-            conversation.history = self.history.new_conversation()
+        if store is not None and conversation.history is None and not conversation.exchanges:
+            conversation.history = store.new_conversation()
         self.chat.history_ready.set()
 
     def on_chat_screen_ready(self) -> None:

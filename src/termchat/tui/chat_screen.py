@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -180,7 +181,14 @@ class ChatScreen(Screen[None]):
         self.call_after_refresh(self._preload_prices)
 
     def _prepare(self) -> None:
-        self.run_worker(self.conversation.prepare(), group="prepare", exit_on_error=False)
+        self.run_worker(self._warm_up(), group="prepare", exit_on_error=False)
+
+    async def _warm_up(self) -> None:
+        """The provider's SDK, then the Markdown renderer (markdown-it, Rich's Markdown,
+        Pygments), each loaded in a thread: neither the first frame nor the first reply's
+        first text waits for them."""
+        await self.conversation.prepare()
+        await asyncio.to_thread(importlib.import_module, "termchat.tui.blocks")
 
     def _preload_prices(self) -> None:
         self.run_worker(self.meter.preload(self.conversation, lambda: self.streaming),
