@@ -37,6 +37,7 @@ from termchat.attachments import (
 )
 from termchat.content import Attachment, AttachmentKind
 from termchat.errors import EXIT_USAGE
+from tests.support.files import png
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 BINARY_SENTENCE = ("it is binary data of an unknown kind (only text, PNG, JPEG, GIF, WebP and "
@@ -44,22 +45,6 @@ BINARY_SENTENCE = ("it is binary data of an unknown kind (only text, PNG, JPEG, 
 
 
 # Small real files of each kind
-
-def png(width: int = 3, height: int = 2) -> bytes:
-    """A valid PNG; above 64 pixels a side its pixels are left out (only the header is read,
-    and 8000×8000 of them take a second to compress)."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (struct.pack(">I", len(body)) + kind + body
-                + struct.pack(">I", zlib.crc32(kind + body)))
-
-    pixels = b""
-    if max(width, height) <= 64:
-        rows = b"".join(b"\x00" + b"\x80\x40\x20" * width for _ in range(height))
-        pixels = chunk(b"IDAT", zlib.compress(rows))
-    return (b"\x89PNG\r\n\x1a\n"
-            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + pixels + chunk(b"IEND", b""))
-
 
 def jpeg(width: int = 3, height: int = 2, *, frame: int = 0xC0, exif: bool = False) -> bytes:
     app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"

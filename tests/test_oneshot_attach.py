@@ -7,8 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import struct
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +17,7 @@ import pytest
 from termchat.devserver import ProviderServer, Request, Script
 from termchat.history import HistoryStore
 from tests.support.cli import Run, environment, lines_of, run_concurrently
+from tests.support.files import pdf, png
 from tests.support.oneshot import detached
 
 PROVIDERS = ("openai", "anthropic")
@@ -26,39 +25,8 @@ NOTES = "# Notes\n\nbuy milk\n"
 # What a text file is sent as: a line naming it, then its content fenced with a hint.
 NOTES_BLOCK = "File: notes.md\n```markdown\n# Notes\n\nbuy milk\n```"
 SOURCE = "def f():\n    return 1\n"
-
-
-def png(width: int = 3, height: int = 2, *, padding: int = 0) -> bytes:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(
-            ">I", zlib.crc32(kind + body))
-
-    rows = b"".join(b"\x00" + b"\x80\x40\x20" * width for _ in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2,
-                                                              0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"tEXt", b"x" * padding)
-            + chunk(b"IEND", b""))
-
-
-def pdf(pages: int = 2) -> bytes:
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
-               b"<< /Type /Pages /Kids [%s] /Count %d >>" % (
-                   b" ".join(b"%d 0 R" % (3 + i) for i in range(pages)), pages)]
-    objects += [b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>"] * pages
-    out = b"%PDF-1.7\n"
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    return out + b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1, xref)
-
-
 PNG = png()
-PDF = pdf()
+PDF = pdf(2)
 # Over Anthropic's 5 MB of base64 for an image (3.75 MB of file), well under OpenAI's 20 MB.
 BIG_PNG = png(padding=4 * 1024 * 1024)
 FILES = {"notes.md": NOTES.encode(), "pic.png": PNG, "doc.pdf": PDF, "big.png": BIG_PNG,
