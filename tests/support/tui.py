@@ -52,6 +52,13 @@ async def send(pilot: Pilot, prompt: str) -> None:
     prompt_input = pilot.app.screen.query_one("#prompt")
     prompt_input.load_text(prompt)  # type: ignore[attr-defined]
     await pilot.press("enter")
+    # The prompt goes once the keys before Enter are in (a moment later): wait until it has
+    # left the input, so what the test does next sees it sent (or queued). A prompt that is
+    # held back stays; that is then over in a second.
+    for _ in range(50):
+        if prompt_input.text != prompt:  # type: ignore[attr-defined]
+            break
+        await pilot.pause(0.02)
 
 
 async def wait_until(pilot: Pilot, condition: Callable[[], bool], timeout: float = 5.0) -> None:
