@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import contextlib
 import itertools
 import json
@@ -52,6 +53,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import termchat
 from tmux_control import Died, Timeout, Tmux
 
 BENCH = Path(__file__).resolve().parent
@@ -169,8 +171,11 @@ def sent_log(base_url: str, uid: int) -> dict[str, object]:
 def environment(home: Path, base_url: str) -> dict[str, str]:
     """This process's environment minus every provider, termchat, XDG and tmux setting, with
     a fresh HOME and XDG dirs under `home` and the double as the OpenAI endpoint."""
+    # Bytecode caching on, as in a user's install: with PYTHONDONTWRITEBYTECODE set, every
+    # termchat module changed since its cache was written would be compiled on every start.
     env = {name: value for name, value in os.environ.items()
-           if not name.startswith(("OPENAI_", "ANTHROPIC_", "TERMCHAT_", "XDG_", "TMUX"))}
+           if not name.startswith(("OPENAI_", "ANTHROPIC_", "TERMCHAT_", "XDG_", "TMUX"))
+           and name != "PYTHONDONTWRITEBYTECODE"}
     for name in ("config", "data", "cache", "state"):
         (home / name).mkdir(parents=True, exist_ok=True)
     env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / "config"),
@@ -628,6 +633,9 @@ def main() -> None:
     if not TERMCHAT.exists():
         sys.exit(f"bench_terminal: no installed termchat at {TERMCHAT} (pip install -e .)")
 
+    # termchat's bytecode written first, as an installed package has it (not a compile on the
+    # first timed start).
+    compileall.compile_dir(Path(termchat.__file__).parent, quiet=1)
     sizes = QUICK if args.quick else FULL
     sizes.runs = args.runs or sizes.runs
     sizes.slow_runs = args.slow_runs or sizes.slow_runs

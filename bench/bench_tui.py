@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import gc
 import json
 import os
@@ -42,6 +43,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Markdown
 
+import termchat
 from termchat.config import DEFAULT_MODELS, Config, ModelConfig
 from termchat.events import Event, Finish, TextDelta, Usage
 from termchat.providers import ChatRequest
@@ -307,12 +309,16 @@ def first_paint(runs: int) -> tuple[list[float], list[float], set[str]]:
     to list the provider SDKs imported before termchat's first frame."""
     times: list[float] = []
     floor: list[float] = []
+    # Bytecode cached and written first, as in a user's install (with PYTHONDONTWRITEBYTECODE
+    # every termchat module changed since its cache was written is compiled at every start).
+    compileall.compile_dir(Path(termchat.__file__).parent, quiet=1)
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "XDG_CONFIG_HOME": f"{home}/config", "XDG_DATA_HOME":
                f"{home}/data", "OPENAI_API_KEY": "unused", "TERM": "xterm-256color",
                "COLUMNS": "100", "LINES": "30"}
         env.pop("ANTHROPIC_API_KEY", None)
         env.pop("TERMCHAT_CONFIG", None)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         marker = DEFAULT_MODELS["openai"].encode()  # in the status bar
         for _ in range(runs):
             times.append(_run_in_pty(env, marker)[0])
