@@ -9,6 +9,7 @@ concurrently at first use; runs a test must time or signal run in the test itsel
 
 from __future__ import annotations
 
+import gc
 import io
 import itertools
 import json
@@ -659,7 +660,7 @@ def tui(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TuiRun:
     calls: list[dict[str, Any]] = []
 
     def run_tui(config: object, model: ModelConfig, **options: Any) -> int:
-        calls.append({"model": model, **options})
+        calls.append({"model": model, "collecting": gc.isenabled(), **options})
         return 0
 
     monkeypatch.setattr("termchat.tui.app.run_tui", run_tui)
@@ -690,6 +691,9 @@ def test_continue_with_no_prompt_on_a_terminal_opens_the_tui_on_the_last_convers
     assert isinstance(conversation.history, ConversationRecord)
     assert conversation.history.id == 2
     assert call["history"] is conversation.history.store
+    # Start-up runs without the cyclic collector (the TUI turns it on after its first
+    # frame); `main` gives it back as it found it.
+    assert not call["collecting"] and gc.isenabled()
 
     conversation = tui(["--cid", "1", "-m", "openai:other-model"])["conversation"]
     assert [e.prompt for e in conversation.exchanges] == ["Capital of France?", "Population?"]

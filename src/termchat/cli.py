@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import os
 import shlex
 import sys
@@ -167,6 +168,12 @@ _TOOLS_OPTIONS = ("allow_tool", "yes")
 def main(argv: Sequence[str] | None = None) -> int:
     """Run termchat with `argv`; with None (the installed command) it is the whole process,
     and a finished one-shot run exits at once (see `_exit_now`)."""
+    # No cyclic garbage collection while starting: importing Textual or an SDK and building
+    # the first screen allocate hundreds of thousands of objects, and collecting them again
+    # and again took 45-90 ms before the first frame. Each front end turns it back on once
+    # it is under way, with what was made so far frozen (never scanned again).
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         return _main(list(sys.argv[1:] if argv is None else argv), exit_now=argv is None)
     except NotConfiguredError as exc:
@@ -177,6 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _main(argv: list[str], *, exit_now: bool = False) -> int:

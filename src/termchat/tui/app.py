@@ -4,6 +4,7 @@ start-up, ends cleanly on a signal, and shows the chat screen."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +34,14 @@ def _chat_commands() -> type[Provider]:
     from termchat.tui.commands import ChatCommands
 
     return ChatCommands
+
+
+def _collect_from_now() -> None:
+    """After the first frame: garbage collection back on if start-up turned it off (see
+    `cli.main`), with everything made so far frozen out of its sight."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 class TermchatApp(App[int]):
@@ -88,6 +97,7 @@ class TermchatApp(App[int]):
             self.notify(exc.message, severity="warning")
 
     def on_mount(self) -> None:
+        self.call_after_refresh(_collect_from_now)
         self.theme_changed_signal.subscribe(self, self._theme_chosen)
         loop = asyncio.get_running_loop()
         for signum, code in ((signal.SIGTERM, EXIT_TERMINATED), (signal.SIGHUP, EXIT_HANGUP),
