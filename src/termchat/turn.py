@@ -684,9 +684,11 @@ class Conversation:
 
     def _walk(self) -> None:
         path: list[Exchange] = []
+        on_path: set[Exchange] = set()
         at: Exchange | None = None
-        while (at := self._chosen.get(at)) is not None and at not in path:
+        while (at := self._chosen.get(at)) is not None and at not in on_path:
             path.append(at)
+            on_path.add(at)
         self.exchanges = path
 
     def alternatives(self, exchange: Exchange) -> Alternatives:

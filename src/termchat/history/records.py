@@ -192,8 +192,10 @@ def finish_of(reason: str | None, kind: str | None) -> Finish | None:
     OpenAI refusal ends with a plain `stop`)."""
     if reason is None:
         return None
-    kinds = {member.value: member for member in FinishKind}
-    return Finish(reason, kinds.get(kind or "", Finish.from_raw(reason).kind))
+    try:
+        return Finish(reason, FinishKind(kind or ""))
+    except ValueError:  # no kind stored, or one this version does not know
+        return Finish.from_raw(reason)
 
 
 def usage_values(usage: Usage) -> tuple[int | None, ...]:
