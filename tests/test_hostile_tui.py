@@ -15,13 +15,14 @@ import pytest
 from textual import events
 from textual.command import CommandPalette
 from textual.pilot import Pilot
-from textual.widgets import Footer, Input
+from textual.widgets import Input
 
 from termchat.config import Config, ModelConfig
 from termchat.devserver import ProviderServer, Script
 from termchat.history import HistoryStore, continue_conversation
 from termchat.tui.app import TermchatApp
 from termchat.tui.history_screen import HistoryScreen
+from termchat.tui.keybar import KeyBar
 from termchat.tui.messages import ErrorLine, UserMessage
 from termchat.tui.prompt import PromptInput
 from termchat.turn import Conversation, Exchange, Reply, Status
@@ -52,7 +53,7 @@ def error_lines(app: TermchatApp) -> list[str]:
 
 
 def footer_text(app: TermchatApp) -> str:
-    return "\n".join(lines_of(app.chat.query_one(Footer)))
+    return "\n".join(lines_of(app.chat.query_one(KeyBar)))
 
 
 def reopened(model: ModelConfig, *exchanges: tuple[str, str]) -> TermchatApp:

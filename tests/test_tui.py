@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import html
 import re
 from pathlib import Path
@@ -17,11 +18,13 @@ from termchat.sample import long_reply
 from termchat.tui import messages
 from termchat.tui.app import TermchatApp
 from termchat.tui.conversation import ConversationView
+from termchat.tui.keybar import KeyBar
 from termchat.tui.messages import CURSOR, AssistantMessage, ErrorLine, UserMessage
 from termchat.tui.prompt import PromptInput
 from termchat.turn import Conversation, Exchange, Status
 from termchat.turn import Reply as Reply_
 from tests.support.models import KEY, model_for
+from tests.support.screen import lines_of
 from tests.support.tui import (
     MARKDOWN_REPLY,
     disconnect_seen,
@@ -378,6 +381,41 @@ async def test_a_long_conversation_opens_with_only_its_end_mounted(
         assert prompts[-1] == "question 199" and len(prompts) <= 6
 
 
+async def test_a_long_last_reply_shows_its_end_first_and_the_rest_without_a_visible_change(
+        provider_server: ProviderServer) -> None:
+    text = long_reply(8_000, seed=7)
+    conversation = Conversation(model_for(provider_server), exchanges=[
+        Exchange("short one", Reply_(initial_text="an answer", status=Status.COMPLETE)),
+        Exchange("long one", Reply_(initial_text=text, status=Status.COMPLETE))])
+    app = TermchatApp(Config(path=Path("/nonexistent/config.toml")), conversation.model,
+                      conversation=conversation, cursor_blink=False, show_timings=False)
+    async with app.run_test(size=(90, 30)) as pilot:
+        view = app.chat.query_one(ConversationView)
+        reply = replies(app)[-1]
+        frames = []
+        while reply._tail_first:  # its end alone, the rest rendering in idle moments
+            frames.append(_rows_on_screen(app)[:view.size.height])
+            await pilot.pause(0)
+        assert frames, "the whole reply was rendered before the first frame"
+        await pilot.pause(0.1)
+        rows = view.size.height
+        # What the view showed at once is what it shows now the whole reply is rendered.
+        assert [THUMB.sub("", row) for row in frames[0]] == \
+            [THUMB.sub("", row) for row in _rows_on_screen(app)[:rows]]
+        assert view.scroll_y == view.max_scroll_y
+        await _painted_matches_a_full_repaint(pilot)
+        width = reply.size.width
+        console = Console(width=width, force_terminal=True, color_system="truecolor")
+        full = console.render_lines(full_markdown(text), console.options, pad=True)
+        expected = ["".join(segment.text for segment in line).rstrip() for line in full]
+        while expected and not expected[-1]:
+            expected.pop()
+        assert [line.rstrip() for line in screen_lines(reply)] == expected
+        view.scroll_home(animate=False)  # and its start is there when scrolled to
+        await pilot.pause(0.2)
+        assert "short one" in "\n".join(_rows_on_screen(app))
+
+
 async def test_scrolling_up_a_long_conversation_never_jumps(
         provider_server: ProviderServer) -> None:
     app = _long_conversation(provider_server, 40)
@@ -511,3 +549,38 @@ async def test_copy_last_reply_and_code_block_use_the_clipboard(
         assert app.clipboard == MARKDOWN_REPLY
         await pilot.press("ctrl+g")
         assert app.clipboard == "def answer() -> int:\n    return 42\n"
+
+
+async def test_the_key_bar_shows_the_keys_that_work_now_and_a_click_presses_one(
+        provider_server: ProviderServer) -> None:
+    provider_server.queue(Script(text=long_reply(2_000, seed=4), chunk_size=5, delay=0.002,
+                                 stall_after=20))
+    app = make_app(provider_server)
+    async with app.run_test(size=(110, 30)) as pilot:
+        bar = app.chat.query_one(KeyBar)
+        line = lines_of(bar)[0]
+        assert line.startswith(" ^n New chat  ^o Copy reply") and line.rstrip().endswith(
+            "▏^p palette") and "Cancel reply" not in line
+        await send(pilot, "long one")
+        await wait_until(pilot, lambda: "esc Cancel reply" in lines_of(bar)[0]
+                         and bool(replies(app)) and bool(replies(app)[0].text))
+        start = lines_of(bar)[0].index("esc")
+        await pilot.click(KeyBar, offset=(start + 1, 0))  # Escape, pressed with the mouse
+        await finish(pilot)
+        assert replies(app)[0].status is Status.CANCELLED
+        await wait_until(pilot, lambda: "Cancel reply" not in lines_of(bar)[0])
+        start = lines_of(bar)[0].index("New chat")
+        await pilot.click(KeyBar, offset=(start, 0))
+        await wait_until(pilot, lambda: not replies(app))
+
+
+async def test_the_collector_turned_off_for_start_up_is_on_again_after_the_first_frame(
+        provider_server: ProviderServer) -> None:
+    gc.disable()  # as `termchat` starts (cli.main)
+    try:
+        app = make_app(provider_server)
+        async with app.run_test() as pilot:
+            await wait_until(pilot, gc.isenabled)
+    finally:
+        gc.unfreeze()
+        gc.enable()

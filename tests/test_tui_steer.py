@@ -8,12 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from textual.widgets import Footer
-
 from termchat.config import load_config
 from termchat.devserver import ProviderServer, Script
+from termchat.tui.keybar import KeyBar
 from termchat.tui.messages import NoteLine, UserMessage
 from termchat.tui.prompt import PromptInput
+from tests.support.screen import lines_of
 from tests.support.tui import finish, make_app, replies, send, status_text, wait_until
 
 
@@ -129,9 +129,8 @@ async def test_keys_are_the_users(provider_server: ProviderServer, tmp_path: Pat
         names = [name for name, _, _ in _steering_commands(app.chat)]
         assert any(n.startswith("Regenerate the last reply (") and n.lower().endswith("(f9)")
                    for n in names)
-        footer = app.chat.query_one(Footer)
-        await wait_until(pilot, lambda: bool(footer.children))
-        assert "f10" in " ".join(str(key.render()).lower() for key in footer.children)
+        keys = app.chat.query_one(KeyBar)
+        await wait_until(pilot, lambda: "f10" in " ".join(lines_of(keys)).lower())
 
 
 async def test_a_theme_chosen_is_kept_in_the_config(provider_server: ProviderServer,

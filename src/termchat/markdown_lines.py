@@ -9,10 +9,13 @@ update proportional to the last block, not to the reply.
 
 from __future__ import annotations
 
+import contextlib
+from typing import ClassVar
+
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 from rich.console import Console
-from rich.markdown import Markdown
+from rich.markdown import CodeBlock, Markdown, MarkdownElement
 from rich.segment import Segment
 
 from termchat.present import CODE_THEME
@@ -43,6 +46,16 @@ def full_markdown(text: str) -> Markdown:
     return _Markdown(text)
 
 
+def block_starts(text: str) -> list[int]:
+    """The offsets in `text` where its top-level blocks begin, each at the start of a line:
+    the text from any of them on renders alone as the end of the whole text renders."""
+    lines = [0]
+    for line in text.split("\n")[:-1]:
+        lines.append(lines[-1] + len(line) + 1)
+    return [lines[token.map[0]] for token in _Markdown._parser.parse(text)
+            if token.level == 0 and token.nesting >= 0 and token.map]
+
+
 def code_blocks(text: str) -> list[str]:
     """The bodies of the fenced and indented code blocks in `text`, in order."""
     return [token.content for token in markdown_parser().parse(text)
@@ -65,12 +78,40 @@ class _Markdown(Markdown):
         self.parsed = parse(self._parser, markup) if parsed is None else parsed
 
 
-class MarkdownLines:
-    """A growing Markdown text and its rendering at a given width."""
+class _PlainCode(CodeBlock):
+    """A code block as it looks highlighted, line for line, but in one colour: no
+    highlighter is loaded (the first use of one compiles its rules, 20-80 ms)."""
 
-    def __init__(self, text: str = "", console: Console | None = None) -> None:
+    @classmethod
+    def create(cls, markdown: Markdown, token: Token) -> CodeBlock:
+        return cls("text", markdown.code_theme)
+
+
+class _PlainCodeMarkdown(_Markdown):
+    elements: ClassVar[dict[str, type[MarkdownElement]]] = {
+        **_Markdown.elements, "fence": _PlainCode, "code_block": _PlainCode}
+
+
+def load_highlighters(text: str) -> None:
+    """Load the highlighters `text`'s code blocks use, each compiled once per process (a
+    thread can do it before the text is rendered)."""
+    from rich.syntax import Syntax
+
+    for token in markdown_parser().parse(text):  # its own parser: this may be a thread
+        if token.type == "fence":
+            with contextlib.suppress(Exception):  # an unknown language is shown plain
+                _ = Syntax("", token.info.partition(" ")[0] or "text").lexer
+
+
+class MarkdownLines:
+    """A growing Markdown text and its rendering at a given width (with `plain_code`, its
+    code blocks in one colour)."""
+
+    def __init__(self, text: str = "", console: Console | None = None, *,
+                 plain_code: bool = False) -> None:
         # Set before the first `lines()`; the TUI's widgets get the app's once mounted.
         self.console = console
+        self._kind = _PlainCodeMarkdown if plain_code else _Markdown
         self._parser = markdown_parser()
         self._parts: list[str] = []
         self._after_cr = False
@@ -158,7 +199,10 @@ class MarkdownLines:
         if head is not None and len(blocks) > 1:
             line = _start(tokens[head])
             boundary = _offset_of_line(pending, line)
-            self._settle(pending[:boundary], blank_after=tokens[blocks[-2]].type != "hr")
+            # The blocks before `head` are rendered from the tokens at hand: the same ones
+            # parsing them alone would give, since they end where a top-level block starts.
+            self._settle(pending[:boundary], blank_after=tokens[blocks[-2]].type != "hr",
+                         parsed=tokens[:head])
             self._settled_end += boundary
             pending = pending[boundary:]
         reparse = line != 0
@@ -176,10 +220,11 @@ class MarkdownLines:
             self._tail = _trim_end(self._render(pending, parsed)) if pending.strip() else []
             self._tail_end = len(text)
 
-    def _settle(self, source: str, blank_after: bool, items: bool = False) -> None:
+    def _settle(self, source: str, blank_after: bool, items: bool = False,
+                parsed: list[Token] | None = None) -> None:
         # Settled blocks keep their trailing blank lines: in the whole document they are
         # there. Between the `items` of a list that goes on there are none.
-        lines = self._render(source)
+        lines = self._render(source, parsed)
         if items:
             lines = _trim_end(lines)
         if self._needs_gap(lines):
@@ -193,7 +238,7 @@ class MarkdownLines:
         as it shows after the settled lines."""
         assert self.console is not None, "MarkdownLines.console is not set"
         options = self.console.options.update_width(self._width)
-        lines = self.console.render_lines(_Markdown(source, parsed), options, pad=True,
+        lines = self.console.render_lines(self._kind(source, parsed), options, pad=True,
                                           new_lines=False)
         if self._mid_list and lines and _is_blank(lines[0]):
             # Rich starts a list with a blank line; the rest of a list that began in the

@@ -14,8 +14,9 @@ from termchat.markdown_lines import MarkdownLines
 class BlockRenderer:
     """Renders a growing Markdown text to `Strip`s at a given width."""
 
-    def __init__(self, text: str = "", console: Console | None = None) -> None:
-        self._markdown = MarkdownLines(text, console)
+    def __init__(self, text: str = "", console: Console | None = None, *,
+                 plain_code: bool = False) -> None:
+        self._markdown = MarkdownLines(text, console, plain_code=plain_code)
         self._width = 0
         self._settled: list[Strip] = []
 

@@ -20,7 +20,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
 from termchat.config import Config, ModelConfig
@@ -30,6 +30,7 @@ from termchat.events import Event, ReasoningDelta, TextDelta, ToolCallArguments
 from termchat.keys import keys
 from termchat.tui.attach import AttachmentTray, AttachScreen, rejected, sent_with
 from termchat.tui.conversation import ConversationView, Pending, estimate_rows
+from termchat.tui.keybar import KeyBar
 from termchat.tui.messages import AssistantMessage, ErrorLine, NoteLine, UserMessage
 from termchat.tui.meter import CostScreen, Meter, error_text
 from termchat.tui.notices import notify
@@ -37,7 +38,6 @@ from termchat.tui.prompt import PromptInput
 from termchat.tui.reply_view import CALL_ROWS, NO_TOOLS, ReplyView, ToolNames, stored_widgets
 from termchat.tui.rounds import round_lines
 from termchat.tui.status import StatusBar
-from termchat.tui.tool_block import ToolBlock
 from termchat.turn import Conversation, Exchange, Reply, Status
 from termchat.untrusted import Safe, json_text, safe, safe_line
 
@@ -166,7 +166,7 @@ class ChatScreen(Screen[None]):
         prompt_input.cursor_blink = self.cursor_blink
         yield prompt_input
         yield StatusBar(id="status")
-        yield Footer()
+        yield KeyBar()
 
     async def on_mount(self) -> None:
         await self._show_exchanges()
@@ -289,7 +289,8 @@ class ChatScreen(Screen[None]):
                 return [UserMessage(safe(prompt)), *stored_widgets(exchange.reply), *others]
             rendered = ahead.renderer if ahead is not None and ahead.done else None
             return [UserMessage(safe(prompt)), *sent_with(attachments),
-                    AssistantMessage(safe(text), status=status, rendered=rendered), *others]
+                    AssistantMessage(safe(text), status=status, rendered=rendered,
+                                     tail_first=True), *others]
 
         estimates: dict[int, int] = {}
 
@@ -353,7 +354,7 @@ class ChatScreen(Screen[None]):
         if action == "tools":
             return self.tools is not None
         if action == "toggle_tool_block":
-            return bool(self.query(ToolBlock))
+            return bool(self.query("ToolBlock"))  # by name: no need to import it for this
         return True
 
     def on_text_area_changed(self, event: PromptInput.Changed) -> None:
@@ -871,6 +872,8 @@ class ChatScreen(Screen[None]):
 
     def action_toggle_tool_block(self) -> None:
         """Expand or collapse the focused tool block, else the last one."""
+        from termchat.tui.tool_block import ToolBlock
+
         focused = self.focused
         blocks = self.query(ToolBlock)
         if not blocks:

@@ -120,8 +120,19 @@ class ConversationView(VerticalScroll):
             count += 1
         older = exchanges[:len(exchanges) - count]
         await self.mount_all([StandIn(older), *mounted])
+        if room <= 0:
+            # More than fills the view: anchored (Textual scrolls to the end as it lays the
+            # view out) until the first frame is out, so that frame shows the end, not the
+            # top of what was mounted.
+            self.anchor()
+            self.call_after_refresh(self._release_anchor)
         if older:
             self.call_after_refresh(self._prerender)
+
+    def _release_anchor(self) -> None:
+        self.anchor(False)
+        # Textual sets an anchored view's scroll unchecked: within bounds again.
+        self.scroll_to(y=self.scroll_y, animate=False, immediate=True)
 
     async def collapse_above(self) -> None:
         """Take the messages that end more than a screen above the view off the screen, into
@@ -224,9 +235,11 @@ class ConversationView(VerticalScroll):
         if self.scroll_y >= top + above + estimated:
             # What the view shows is below the new messages: it moves by what they really
             # take beyond their estimate, in the frame that lays them out.
-            self._scroll_by(actual - estimated)
+            self.shift(actual - estimated)
 
-    def _scroll_by(self, rows: int) -> None:
+    def shift(self, rows: int) -> None:
+        """Content above the view grew by `rows` (shrank, if negative): the view moves with
+        it, showing what it showed."""
         if rows:
             self.set_reactive(VerticalScroll.scroll_y, self.scroll_y + rows)
             self.set_reactive(VerticalScroll.scroll_target_y, self.scroll_y)

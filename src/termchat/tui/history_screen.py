@@ -13,7 +13,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer, Input, Label, OptionList, Static
+from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from termchat.attachments import human_size
@@ -25,6 +25,7 @@ from termchat.history import (
     StoredConversation,
 )
 from termchat.present import MARK, local_time, marked, plural
+from termchat.tui.keybar import KeyBar
 from termchat.tui.notices import notify
 from termchat.untrusted import safe, safe_line
 
@@ -148,7 +149,7 @@ class HistoryScreen(Screen[int | None]):
             with VerticalScroll(id="history-preview") as preview:
                 preview.border_title = "Preview"
                 yield Static(id="history-preview-text")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#history-search", Input).focus()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
 
-from termchat.tui.conversation import ConversationView
+from termchat.tui.conversation import PRERENDER_SLICE, ConversationView, estimate_rows
 from termchat.turn import Status
 from termchat.untrusted import Safe
 
@@ -37,6 +38,9 @@ FLOOD_PIECES = 50
 FLOOD_SECONDS = 1 / 10
 RENDER_SHARE = 0.25
 MIN_TIMER_SECONDS = 0.001
+# A finished reply taller than this many screens shows its end first: the blocks that fill
+# them, below rows standing for the rest until that is rendered in idle moments.
+TAIL_SCREENS = 2
 _CURSOR_STYLE = Style(color="#d0d0d0")
 _MARKS = {
     Status.CANCELLED: ("■ cancelled — partial reply kept", "bold #e0a030"),
@@ -99,8 +103,10 @@ class AssistantMessage(Widget):
 
     def __init__(self, text: Safe = NO_TEXT, *, streaming: bool = False,
                  status: Status = Status.COMPLETE, cursor_blink: bool = True,
-                 rendered: BlockRenderer | None = None) -> None:
-        """`rendered` is the reply's text already rendered ahead (see `Prerender`)."""
+                 rendered: BlockRenderer | None = None, tail_first: bool = False) -> None:
+        """`rendered` is the reply's text already rendered ahead (see `Prerender`). With
+        `tail_first`, a long finished reply shows its end at once and the rest once it is
+        rendered in idle moments (a conversation opens at its end: that is what is seen)."""
         super().__init__(classes="assistant")
         # Markdown parsing and rendering load on the first reply, not before the first frame.
         from termchat.tui.blocks import BlockRenderer
@@ -131,6 +137,9 @@ class AssistantMessage(Widget):
         self._laid_out_height = 0
         self._reported_height = 0
         self._style: Style | None = None
+        self._tail_first = tail_first and not streaming and rendered is None
+        # While only the end is shown: (width, rows standing for the rest, the end's renderer).
+        self._tail: tuple[int, int, BlockRenderer] | None = None
 
     @property
     def text(self) -> str:
@@ -158,6 +167,7 @@ class AssistantMessage(Widget):
         self._style = None
 
     def append(self, fragment: Safe) -> None:
+        self._whole_now()
         self._renderer.append(fragment)
         self._pieces += 1
         self._changed()
@@ -285,7 +295,9 @@ class AssistantMessage(Widget):
                                      Strip.blank(width)]
         self._reasoning_changed = False
         lines = list(self._reasoning_lines)
-        body = self._renderer.lines(width)
+        body = self._tail_lines(width) if self._tail_first else None
+        if body is None:
+            body = self._renderer.lines(width)
         lines.extend(body)
         if not body and self.streaming:
             lines.append(Strip.blank(width))
@@ -305,6 +317,75 @@ class AssistantMessage(Widget):
             changed = min(changed, old_cursor_y)
         self._repaint_from = changed if self._repaint_from is None else min(
             self._repaint_from, changed)
+
+
+    # --- A long reply's end first --------------------------------------------------------
+
+    def _tail_lines(self, width: int) -> list[Strip] | None:
+        """The reply's last blocks (those that fill TAIL_SCREENS screens), below blank rows
+        of the height the rest is estimated to take; None once the whole is rendered, or
+        when the end is all of it."""
+        from termchat.markdown_lines import block_starts
+        from termchat.tui.blocks import BlockRenderer
+
+        if self._tail is None or self._tail[0] != width:
+            text = self.text
+            wanted = max(self.screen.size.height, 1) * TAIL_SCREENS
+            if estimate_rows(text, width) <= 2 * wanted:
+                self._tail_first = False
+                return None
+            starts = block_starts(text)
+            split = next((start for start in reversed(starts)
+                          if estimate_rows(text[start:], width) >= wanted), 0)
+            if split == 0:
+                self._tail_first = False
+                return None
+            first = self._tail is None
+            # The blank line Rich puts between two blocks is in the estimate's extra row.
+            # Code in one colour: highlighters load (20-80 ms each) before the whole is shown.
+            self._tail = (width, estimate_rows(text[:split], width),
+                          BlockRenderer(text[split:], self.app.console, plain_code=True))
+            if first:
+                self.call_after_refresh(self._render_whole_soon)
+        _, head_rows, tail = self._tail
+        return [Strip.blank(width)] * head_rows + tail.lines(width)
+
+    def _render_whole_soon(self) -> None:
+        self.run_worker(self._render_whole(), group="whole", exclusive=True,
+                        exit_on_error=False)
+
+    async def _render_whole(self) -> None:
+        """Render the whole reply a slice at a time, then show it in place of its end alone,
+        keeping what the view shows where it is."""
+        from termchat.markdown_lines import load_highlighters
+        from termchat.tui.blocks import Prerender
+
+        await asyncio.to_thread(load_highlighters, self.text)
+        ahead = Prerender(self.text, self.app.console)
+        while self._tail_first and not ahead.step(self._width, PRERENDER_SLICE):
+            await asyncio.sleep(0)
+        if self._tail_first:
+            self._renderer = ahead.renderer
+            self._whole_now()
+
+    def _whole_now(self) -> None:
+        """From now on the whole reply is shown (rendered now unless rendered ahead)."""
+        if not self._tail_first:
+            return
+        self._tail_first = False
+        self._tail = None
+        if self._width < 0:
+            return
+        before = self._height
+        self._rebuild(self._width)
+        grown = self._height - before
+        view = self.parent
+        if isinstance(view, ConversationView) and grown:
+            if view.following:
+                view.content_grew(max(grown, 0))
+            elif self.virtual_region.y < view.scroll_y:
+                view.shift(grown)  # the rows standing for the rest were above the view
+        self.refresh(layout=True)
 
 
 def _first_difference(old: list[Strip], new: list[Strip], start: int) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from textual.widget import Widget
 
@@ -21,9 +22,11 @@ from termchat.events import (
 )
 from termchat.tui.conversation import ConversationView
 from termchat.tui.messages import AssistantMessage, NoteLine, status_mark
-from termchat.tui.tool_block import Phase, ToolBlock
 from termchat.turn import Reply, Status
 from termchat.untrusted import Safe, SafeStream, safe
+
+if TYPE_CHECKING:
+    from termchat.tui.tool_block import ToolBlock
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,9 @@ class ReplyView:
             self._round_blocks = {}
         gone = self._close_segment()
         where = self.names.where(event.name)
+        # Tool blocks load with the first tool call, not before the first frame.
+        from termchat.tui.tool_block import ToolBlock
+
         block = ToolBlock.started(event.name, *(where or (None, None)), timings=self._timings)
         block.call_id = event.id or None
         self.blocks.append(block)
@@ -204,6 +210,8 @@ class ReplyView:
     def _why_not_run(self, block: ToolBlock, status: Status) -> str:
         if self.reply.round_limit:
             return "the round limit ended the turn"
+        from termchat.tui.tool_block import Phase
+
         streaming = block.call.phase is Phase.STREAMING
         if status is Status.CANCELLED:
             return "cancelled while the model wrote it" if streaming else "cancelled"
@@ -242,6 +250,8 @@ def stored_widgets(reply: Reply) -> list[Widget]:
             text.append(part.text)
         elif isinstance(part, ToolCall):
             segment()
+            from termchat.tui.tool_block import ToolBlock
+
             block = ToolBlock.started(part.name, None, None, timings=False)
             block.ready(part)
             result = results.get(part.id)
