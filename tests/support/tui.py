@@ -48,6 +48,8 @@ def make_app(server: ProviderServer, provider: str = "openai", *,
 
 async def send(pilot: Pilot, prompt: str) -> None:
     """Type `prompt` into the input and press Enter."""
+    # A snapshot's first step runs as the app starts, maybe before the prompt is mounted.
+    await wait_until(pilot, lambda: bool(pilot.app.screen.query("#prompt")))
     await pilot.click("#prompt")
     prompt_input = pilot.app.screen.query_one("#prompt")
     prompt_input.load_text(prompt)  # type: ignore[attr-defined]

@@ -17,6 +17,7 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.widget import Widget
@@ -160,12 +161,16 @@ class ChatScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield ConversationView(id="conversation")
-        yield AttachmentTray(id="tray")
-        yield Static(id="queue")
         prompt_input = PromptInput(id="prompt")
         prompt_input.cursor_blink = self.cursor_blink
-        yield prompt_input
-        yield StatusBar(id="status")
+        # In a box of their own: a frame that repaints only the conversation (a reply as it
+        # streams) renders the box, not each of them (Textual renders every widget whose
+        # clip meets the changed rows, and theirs would be the whole screen).
+        with Vertical(id="bottom"):
+            yield AttachmentTray(id="tray")
+            yield Static(id="queue")
+            yield prompt_input
+            yield StatusBar(id="status")
         yield KeyBar()
 
     async def on_mount(self) -> None:

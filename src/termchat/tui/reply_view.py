@@ -128,13 +128,12 @@ class ReplyView:
         return None
 
     def _feed(self, segment: AssistantMessage, event: TextDelta | ReasoningDelta) -> None:
+        # The segment tells the view when it grows (once per render, not per piece).
         if isinstance(event, TextDelta):
             if piece := self._text.feed(event.text):
                 segment.append(piece)
-                self.view.content_grew()
         elif piece := self._thought.feed(event.text):
             segment.append_reasoning(piece)
-            self.view.content_grew()
 
     async def _then_segment(self, event: TextDelta | ReasoningDelta) -> None:
         await self._new_segment()
