@@ -557,9 +557,13 @@ class Conversation:
         self._asked = 0
         self.exchanges: list[Exchange] = []
         """The path: the exchanges shown and sent as context, first to last."""
-        for exchange in exchanges or ():
-            exchange.parent = self.exchanges[-1] if self.exchanges else None
-            self.graft(exchange, chosen=True)
+        previous: Exchange | None = None
+        for exchange in exchanges or ():  # a path: each chosen after the one before
+            exchange.parent = previous
+            self.graft(exchange)
+            self._chosen[previous] = exchange
+            previous = exchange
+        self._walk()
         self.history = history
         # Normally created on first use; passing one in lets a benchmark replay a stream.
         self._provider = provider

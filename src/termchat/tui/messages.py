@@ -329,6 +329,9 @@ class AssistantMessage(Widget):
         from termchat.tui.blocks import BlockRenderer
 
         if self._tail is None or self._tail[0] != width:
+            if not self.is_attached:  # measured while its screen is going: the whole, then
+                self._tail_first = False
+                return None
             text = self.text
             wanted = max(self.screen.size.height, 1) * TAIL_SCREENS
             if estimate_rows(text, width) <= 2 * wanted:
