@@ -672,6 +672,9 @@ def tui(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TuiRun:
             patch.setattr("sys.stdout", _Terminal())
             assert cli.main(args) == 0
         call = calls.pop()
+        # Start-up runs without the cyclic collector (the TUI turns it on after its first
+        # frame); `main` gives it back as it found it.
+        assert call.pop("collecting") is False and gc.isenabled()
         if call.get("history") is not None:
             call["history"].close()
         return call
@@ -691,9 +694,6 @@ def test_continue_with_no_prompt_on_a_terminal_opens_the_tui_on_the_last_convers
     assert isinstance(conversation.history, ConversationRecord)
     assert conversation.history.id == 2
     assert call["history"] is conversation.history.store
-    # Start-up runs without the cyclic collector (the TUI turns it on after its first
-    # frame); `main` gives it back as it found it.
-    assert not call["collecting"] and gc.isenabled()
 
     conversation = tui(["--cid", "1", "-m", "openai:other-model"])["conversation"]
     assert [e.prompt for e in conversation.exchanges] == ["Capital of France?", "Population?"]
