@@ -16,6 +16,8 @@ whether a provider SDK was imported by then.
 
     .venv/bin/python bench/bench_tui.py            # the full table (~5 minutes)
     .venv/bin/python bench/bench_tui.py --quick    # a smoke run
+    .venv/bin/python bench/bench_tui.py --first-frame-only --baseline ../before/src
+        # the first frame only, alternating with another checkout (e.g. a git worktree)
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -302,16 +304,20 @@ def _run_in_pty(env: dict[str, str], marker: bytes, argv: list[str] | None = Non
         os.close(fd)
 
 
-def first_paint(runs: int) -> tuple[list[float], list[float], set[str]]:
+def first_paint(runs: int, baselines: Sequence[str] = ()
+                ) -> tuple[list[float], list[float], set[str], dict[str, list[float]]]:
     """The installed `termchat`, started on a terminal (a pty, 100x30) with an empty config
     and data dir: seconds from process start to its first frame, alternating with an empty
-    Textual app (the floor: Python and Textual alone). Then one more run with -X importtime
-    to list the provider SDKs imported before termchat's first frame."""
+    Textual app (the floor: Python and Textual alone) and with each of `baselines` (another
+    checkout's `src`, run as the same command with it first on PYTHONPATH). Then one more
+    run with -X importtime to list the provider SDKs imported before termchat's first frame."""
     times: list[float] = []
     floor: list[float] = []
+    others: dict[str, list[float]] = {source: [] for source in baselines}
     # Bytecode cached and written first, as in a user's install (with PYTHONDONTWRITEBYTECODE
     # every termchat module changed since its cache was written is compiled at every start).
-    compileall.compile_dir(Path(termchat.__file__).parent, quiet=1)
+    for source in [str(Path(termchat.__file__).parent), *baselines]:
+        compileall.compile_dir(source, quiet=1)
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "XDG_CONFIG_HOME": f"{home}/config", "XDG_DATA_HOME":
                f"{home}/data", "OPENAI_API_KEY": "unused", "TERM": "xterm-256color",
@@ -322,12 +328,14 @@ def first_paint(runs: int) -> tuple[list[float], list[float], set[str]]:
         marker = DEFAULT_MODELS["openai"].encode()  # in the status bar
         for _ in range(runs):
             times.append(_run_in_pty(env, marker)[0])
+            for source, seconds in others.items():
+                seconds.append(_run_in_pty({**env, "PYTHONPATH": source}, marker)[0])
             floor.append(_run_in_pty(env, b"empty Textual app",
                                      [sys.executable, "-c", EMPTY_APP])[0])
         _, output = _run_in_pty({**env, "PYTHONPROFILEIMPORTTIME": "1"}, marker)
     imported = {line.rsplit(b"|", 1)[-1].strip().decode() for line in output.splitlines()
                 if line.startswith(b"import time:")}
-    return times, floor, {sdk for sdk in SDKS if sdk in imported}
+    return times, floor, {sdk for sdk in SDKS if sdk in imported}, others
 
 
 COLUMNS = ["run", "chunks/s", "p50 ms", "p95 ms", "first10% p95", "last10% p95", "last/first",
@@ -357,6 +365,11 @@ def main() -> None:
     parser.add_argument("--earlier", type=int, default=20, help="earlier replies")
     parser.add_argument("--only", choices=["termchat", "stock"], help="run one side only")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    parser.add_argument("--first-frame-only", action="store_true",
+                        help="only the first frame on a pty (no streaming rows)")
+    parser.add_argument("--baseline", action="append", default=[], metavar="SRC",
+                        help="another checkout's src, whose first frame alternates with this "
+                        "one's (repeatable)")
     args = parser.parse_args()
     if args.quick:
         args.size, args.chunks, args.earlier = 4_000, 1_000, 3
@@ -368,7 +381,7 @@ def main() -> None:
 
     rows = []
     sides = [("termchat", run_termchat), ("stock", run_stock)]
-    for rate in (args.rate, 0.0):
+    for rate in (args.rate, 0.0) if not args.first_frame_only else ():
         for history in ([], earlier):
             for side, run in sides:
                 if args.only and side != args.only:
@@ -378,16 +391,20 @@ def main() -> None:
                 pace = f"{rate:g}/s" if rate else "max"
                 rows.append(summarise(f"{side} {pace} +{len(history)}", trace))
                 print_table(rows[-1:]) if len(rows) > 1 else print_table(rows)
-    print()
-    print_table(rows)
+    if rows:
+        print()
+        print_table(rows)
 
     runs = 3 if args.quick else 10
-    times, floor, sdks = first_paint(runs)
+    times, floor, sdks, others = first_paint(runs, args.baseline)
     print(f"\nfirst frame of the installed termchat on a pty: median "
           f"{statistics.median(times) * 1e3:.0f} ms, max {max(times) * 1e3:.0f} ms over {runs} "
           f"runs (target <= 500 ms); an empty Textual app, alternating with it: median "
           f"{statistics.median(floor) * 1e3:.0f} ms, max {max(floor) * 1e3:.0f} ms; "
           f"SDKs imported by then: {', '.join(sorted(sdks)) or 'none'}")
+    for source, seconds in others.items():
+        print(f"  {source}, alternating with it: median {statistics.median(seconds) * 1e3:.0f} "
+              f"ms, max {max(seconds) * 1e3:.0f} ms")
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"rows": rows, "first_paint_s": times, "empty_app_first_paint_s": floor}, indent=1))
