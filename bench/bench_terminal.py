@@ -16,8 +16,8 @@ are issue 14's:
    p95 (the double logs when it sent each ` mkNNN` mark in the text; the pane is polled every
    10 ms, so that is the resolution); the floor is the SDK's own CPU on that paced stream
    (after a warm-up request), measured in parallel with the first stock run;
-4. `termchat -c` on a conversation of 5, 60, 100 and 1,000 exchanges with 8 KB replies: process start
-   -> last reply and status on screen;
+4. `termchat -c` on a conversation of 5, 60, 100 and 1,000 exchanges with 8 KB replies:
+   process start -> last reply and status on screen;
 5. Ctrl+R on 10,000 conversations -> the list on screen (the database of bench_history.py,
    cached in bench/results/); then a search typed a key every 100 ms: each key -> the search
    box shows it, and the last key -> the conversations holding the word listed.

@@ -35,6 +35,8 @@ PAGE = 200
 SEARCH_HITS = 500
 # Typing pauses shorter than this are one search: each search can take ~50 ms.
 DEBOUNCE = 0.15
+# Costs are filled in this long after a list is shown (or typing stops).
+PRICE_DELAY = 0.3
 # Holding an arrow key moves the highlight faster than a conversation loads.
 PREVIEW_DELAY = 0.05
 PREVIEW_MESSAGES = 30
@@ -168,6 +170,10 @@ class HistoryScreen(Screen[int | None]):
 
     @on(Input.Changed, "#history-search")
     def _search_changed(self, event: Input.Changed) -> None:
+        # The costs and preview of a list about to change are not worked out meanwhile: what
+        # is typed goes first (a long conversation's preview took 40-60 ms to lay out).
+        self.workers.cancel_group(self, "costs")
+        self.workers.cancel_group(self, "preview")
         self._show(event.value, DEBOUNCE)
 
     @work(group="list", exclusive=True)
@@ -249,6 +255,8 @@ class HistoryScreen(Screen[int | None]):
         from the top while the list is open (off the event loop, one at a time)."""
         if self._cost is None:
             return
+        # Not in the moment the list appears, when the next key is likeliest.
+        await asyncio.sleep(PRICE_DELAY)
         for entry in list(self._entries.values()):
             summary = entry.summary
             if summary is None or entry.priced:
