@@ -92,6 +92,12 @@ class _PlainCodeMarkdown(_Markdown):
         **_Markdown.elements, "fence": _PlainCode, "code_block": _PlainCode}
 
 
+# The languages replies most often fence code in: their highlighters are loaded ahead (in a
+# thread, once the app is up), so the first such block is not a stall in a streaming reply.
+COMMON_LANGUAGES = ("python", "bash", "javascript", "typescript", "json", "sql", "rust", "go",
+                    "c", "cpp", "java", "html", "yaml", "toml", "diff")
+
+
 def load_highlighters(text: str) -> None:
     """Load the highlighters `text`'s code blocks use, each compiled once per process (a
     thread can do it before the text is rendered)."""
