@@ -9,7 +9,14 @@ from hypothesis import strategies as st
 from rich.console import Console
 from textual.strip import Strip
 
-from termchat.markdown_lines import MarkdownLines, code_blocks, full_markdown
+from termchat.markdown_lines import (
+    MarkdownLines,
+    block_starts,
+    code_blocks,
+    fence_languages,
+    full_markdown,
+    load_highlighters,
+)
 from termchat.sample import chunked, long_reply
 from termchat.tui.blocks import BlockRenderer
 
@@ -132,3 +139,27 @@ def test_a_single_newline_is_a_line_break_as_the_model_wrote_it() -> None:
     shown = [Strip(line).text.rstrip() for line in lines.lines(60)]
     assert shown[:2] == ["Roses are red,", "violets are blue;"]
     assert " • a list item" in shown and "   with a second line" in shown
+
+
+@given(MARKDOWN_TEXT)
+@example("a\r\rb\r\r\rc\n\nd")
+@example("```python\nx = 1\n```\n\n| a |\n|---|\n| 1 |\n\n- item\n")
+def test_block_starts_are_line_starts_and_any_text_from_one_renders(text: str) -> None:
+    # What a long reply shows first when a conversation opens: its text from a block start.
+    starts = block_starts(text)
+    assert starts == sorted(set(starts))
+    assert all(start == 0 or text[start - 1] in "\r\n" for start in starts)
+    console = Console(width=40, force_terminal=True, color_system="truecolor")
+    for start in starts[-2:]:
+        MarkdownLines(text[start:], console, plain_code=True).lines(40)
+    load_highlighters(fence_languages(text))  # whatever a fence's info string says
+
+
+def test_plain_code_is_the_highlighted_code_line_for_line_in_one_colour() -> None:
+    text = "Before.\n\n```python\ndef f(x):\n    return x  # a comment long enough to wrap\n```\n"
+    console = Console(width=30, force_terminal=True, color_system="truecolor")
+    coloured = MarkdownLines(text, console).lines(30)
+    plain = MarkdownLines(text, console, plain_code=True).lines(30)
+    assert ["".join(s.text for s in line) for line in plain] == \
+        ["".join(s.text for s in line) for line in coloured]
+    assert plain != coloured

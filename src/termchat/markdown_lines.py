@@ -10,6 +10,8 @@ update proportional to the last block, not to the reply.
 from __future__ import annotations
 
 import contextlib
+import re
+from collections.abc import Iterable
 from typing import ClassVar
 
 from markdown_it import MarkdownIt
@@ -49,17 +51,31 @@ def full_markdown(text: str) -> Markdown:
 def block_starts(text: str) -> list[int]:
     """The offsets in `text` where its top-level blocks begin, each at the start of a line:
     the text from any of them on renders alone as the end of the whole text renders."""
-    lines = [0]
-    for line in text.split("\n")[:-1]:
-        lines.append(lines[-1] + len(line) + 1)
-    return [lines[token.map[0]] for token in _Markdown._parser.parse(text)
-            if token.level == 0 and token.nesting >= 0 and token.map]
+    # Lines as the parser counts them: CRLF and a lone CR end one too.
+    lines = [0, *(match.end() for match in _LINE_END.finditer(text))]
+    tokens = _Markdown._parser.parse(text)
+    return [lines[tokens[index].map[0]] for index in _block_indices(tokens)]  # type: ignore[index]
+
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def _block_indices(tokens: list[Token]) -> list[int]:
+    """Where in `tokens` each top-level block opens."""
+    return [i for i, t in enumerate(tokens) if t.level == 0 and t.nesting >= 0 and t.map]
 
 
 def code_blocks(text: str) -> list[str]:
     """The bodies of the fenced and indented code blocks in `text`, in order."""
     return [token.content for token in markdown_parser().parse(text)
             if token.type in ("fence", "code_block")]
+
+
+def fence_languages(text: str) -> list[str]:
+    """The languages `text`'s fenced code blocks name, in order ("text" for none); with its
+    own parser, so a thread can call it."""
+    return [token.info.partition(" ")[0] or "text" for token in markdown_parser().parse(text)
+            if token.type == "fence"]
 
 
 class _Markdown(Markdown):
@@ -98,15 +114,14 @@ COMMON_LANGUAGES = ("python", "bash", "javascript", "typescript", "json", "sql",
                     "c", "cpp", "java", "html", "yaml", "toml", "diff")
 
 
-def load_highlighters(text: str) -> None:
-    """Load the highlighters `text`'s code blocks use, each compiled once per process (a
-    thread can do it before the text is rendered)."""
+def load_highlighters(languages: Iterable[str]) -> None:
+    """Load the highlighters of `languages`, each compiled once per process (a thread can
+    do it before text in them is rendered)."""
     from rich.syntax import Syntax
 
-    for token in markdown_parser().parse(text):  # its own parser: this may be a thread
-        if token.type == "fence":
-            with contextlib.suppress(Exception):  # an unknown language is shown plain
-                _ = Syntax("", token.info.partition(" ")[0] or "text").lexer
+    for language in dict.fromkeys(languages):
+        with contextlib.suppress(Exception):  # an unknown language is shown plain
+            _ = Syntax("", language).lexer
 
 
 class MarkdownLines:
@@ -192,7 +207,7 @@ class MarkdownLines:
         text = self.text
         pending = text[self._settled_end:]
         tokens = parse(self._parser, pending)
-        blocks = [i for i, t in enumerate(tokens) if t.level == 0 and t.nesting >= 0 and t.map]
+        blocks = _block_indices(tokens)
         if (len(blocks) > 1
                 and "\n" not in pending[_offset_of_line(pending, _start(tokens[blocks[-1]])):]
                 and not _cannot_join_the_block_before(

@@ -197,8 +197,7 @@ class ChatScreen(Screen[None]):
         await asyncio.to_thread(importlib.import_module, "termchat.tui.blocks")
         from termchat.markdown_lines import COMMON_LANGUAGES, load_highlighters
 
-        await asyncio.to_thread(load_highlighters, "".join(
-            f"```{language}\n```\n" for language in COMMON_LANGUAGES))
+        await asyncio.to_thread(load_highlighters, COMMON_LANGUAGES)
 
     def _preload_prices(self) -> None:
         self.run_worker(self.meter.preload(self.conversation, lambda: self.streaming),

@@ -360,10 +360,11 @@ class AssistantMessage(Widget):
     async def _render_whole(self) -> None:
         """Render the whole reply a slice at a time, then show it in place of its end alone,
         keeping what the view shows where it is."""
-        from termchat.markdown_lines import load_highlighters
+        from termchat.markdown_lines import fence_languages, load_highlighters
         from termchat.tui.blocks import Prerender
 
-        await asyncio.to_thread(load_highlighters, self.text)
+        text = self.text
+        await asyncio.to_thread(lambda: load_highlighters(fence_languages(text)))
         ahead = Prerender(self.text, self.app.console)
         while self._tail_first and not ahead.step(self._width, PRERENDER_SLICE):
             await asyncio.sleep(0)
