@@ -145,7 +145,9 @@ def test_when_the_terminal_itself_goes_away_mid_reply_termchat_saves_it_and_exit
 def test_a_prompt_typed_while_termchat_starts_is_sent_and_saved(
         tmux: Tmux, provider_server: ProviderServer, tmp_path: Path) -> None:
     provider_server.queue(Script(text="Typed ahead and answered."))
-    tmux.start(IN_PANE)
+    # Typed before termchat even starts, so the terminal is still in line mode (its ICRNL
+    # makes the Enter a line feed), however soon the screen is up after that.
+    tmux.start(f"sleep 1; {IN_PANE}")
     tmux("send-keys", "-l", "typed early")
     tmux("send-keys", "Enter")
     assert not any("New chat" in line for line in tmux.screen()), "typed after start-up"

@@ -172,9 +172,6 @@ class TermchatApp(App[int]):
         for event in early:
             if isinstance(event, events.Paste):
                 self.post_message(events.Paste(event.text))
-            elif event.key == "ctrl+j":
-                # Typed before the terminal left line mode, whose ICRNL made Enter a line feed.
-                self.post_message(events.Key("enter", "\r"))
             else:
                 self.post_message(events.Key(event.key, event.character))
 
