@@ -10,12 +10,15 @@ are issue 14's:
    process, typed as soon as the first frame is up, so the SDK import is included);
 2. a 46 KB reply in 11,468 chunks at full speed, Enter -> `done` on screen, first and second
    send of one process; the floor is the `openai` SDK alone iterating the same stream in a
-   fresh process (and raw httpx2 + `json.loads`, for reference);
+   fresh process as `chat.completions.create` gives it (and, for reference, the same request
+   with the chunks kept as JSON objects, as termchat reads them, and raw httpx2 +
+   `json.loads`);
 3. the same reply at 190 chunks/s: CPU seconds of the app's process (utime + stime from
    /proc, children excluded) from Enter to `done`, as a share of a core, and chunk-to-screen
    p95 (the double logs when it sent each ` mkNNN` mark in the text; the pane is polled every
    10 ms, so that is the resolution); the floor is the SDK's own CPU on that paced stream
-   (after a warm-up request), measured in parallel with the first stock run;
+   (after a warm-up request), both ways, measured in parallel with the first stock run (the
+   first termchat run with `--skip stock`);
 4. `termchat -c` on a conversation of 5, 60, 100 and 1,000 exchanges with 8 KB replies:
    process start -> last reply and status on screen;
 5. Ctrl+R on 10,000 conversations -> the list on screen (the database of bench_history.py,
@@ -53,6 +56,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import termchat
 from tmux_control import Died, Timeout, Tmux
@@ -302,24 +306,38 @@ def floor(env: dict[str, str], results: Results) -> None:
         results.add(key, value)
 
 
-def floor_process(env: dict[str, str], rate: float) -> subprocess.Popen[str]:
+def floor_process(env: dict[str, str], rate: float, dicts: bool) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, __file__, "--floor-paced", str(next(uids)),
-                             f"{rate:g}"], env=env, stdout=subprocess.PIPE, text=True)
+                             f"{rate:g}", "dicts" if dicts else "models"], env=env,
+                            stdout=subprocess.PIPE, text=True)
 
 
-async def _sdk_stream(client: object, uid: int, rate: float = 0,
-                      reply: str = "big") -> tuple[float, float, int]:
-    """(seconds, CPU seconds, characters) for the SDK to iterate one stream."""
+async def _sdk_stream(client: Any, uid: int, rate: float = 0, reply: str = "big",
+                      dicts: bool = False) -> tuple[float, float, int]:
+    """(seconds, CPU seconds, characters) for the SDK to iterate one stream: as
+    `chat.completions.create` gives it (the SDK's models of the chunks), or with `dicts` as
+    termchat reads it (the same request through the SDK's client, the chunks kept as the JSON
+    objects they arrive as)."""
+    import openai
+
     began, cpu = time.perf_counter(), time.process_time()
-    stream = await client.chat.completions.create(  # type: ignore[attr-defined]
-        model="gpt-4.1-mini",
-        messages=[{"role": "user", "content": f"zq{uid} {reply} {rate:g}"}],
-        stream=True, stream_options={"include_usage": True})
+    body = {"model": "gpt-4.1-mini", "stream": True, "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": f"zq{uid} {reply} {rate:g}"}]}
+    if dicts:
+        stream = await client.post("/chat/completions", body=body, cast_to=object, stream=True,
+                                   stream_cls=openai.AsyncStream[object],
+                                   options={"security": {"bearer_auth": True}})
+    else:
+        stream = await client.chat.completions.create(**body)
     chars = 0
     async with stream:
         async for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content:
-                chars += len(chunk.choices[0].delta.content)
+            if dicts:
+                choices = chunk.get("choices")
+                text = choices[0]["delta"].get("content") if choices else None
+            else:
+                text = chunk.choices[0].delta.content if chunk.choices else None
+            chars += len(text or "")
     return time.perf_counter() - began, time.process_time() - cpu, chars
 
 
@@ -347,27 +365,30 @@ def measure_floor(cold: int, warm: int, raw: int) -> dict[str, float]:
         client = openai.AsyncOpenAI(max_retries=0)
         first = await _sdk_stream(client, cold)
         second = await _sdk_stream(client, warm)
+        dicts = await _sdk_stream(client, raw, dicts=True)
         await client.close()
         return {"floor import": imported, "floor cold": first[0], "floor warm": second[0],
-                "floor warm cpu": second[1], "floor raw": await _raw_stream(raw)}
+                "floor warm cpu": second[1], "floor dicts": dicts[0],
+                "floor raw": await _raw_stream(raw)}
 
     return asyncio.run(streams())
 
 
-def measure_floor_paced(uid: int, rate: float) -> dict[str, float]:
+def measure_floor_paced(uid: int, rate: float, dicts: bool) -> dict[str, float]:
     import openai
 
     async def stream() -> tuple[float, float, int]:
         client = openai.AsyncOpenAI(max_retries=0)
         try:
             # The SDK's first request imports and builds what it needs: not the parse.
-            await _sdk_stream(client, uid, reply="tiny")
-            return await _sdk_stream(client, uid, rate)
+            await _sdk_stream(client, uid, reply="tiny", dicts=dicts)
+            return await _sdk_stream(client, uid, rate, dicts=dicts)
         finally:
             await client.close()
 
     seconds, cpu, _ = asyncio.run(stream())
-    return {"paced floor cpu": cpu, "paced floor share": cpu / seconds}
+    key = "paced floor dicts" if dicts else "paced floor"
+    return {f"{key} cpu": cpu, f"{key} share": cpu / seconds}
 
 
 # -- row 3: a paced reply, CPU and chunk-to-screen -----------------------------------------
@@ -379,11 +400,12 @@ def paced(results: Results, tmux: Tmux, kind: str, base_url: str, limit: float,
         app.first_frame()
         uid = next(uids)
         app.type_prompt(uid, RATE)
-        sdk = floor_process(floor_env, RATE) if floor_env is not None else None
+        floors = [floor_process(floor_env, RATE, dicts) for dicts in (False, True)
+                  if floor_env is not None]
         try:
             watch_paced(app, uid, base_url, results, limit)
         finally:
-            if sdk is not None:
+            for sdk in floors:
                 out, _ = sdk.communicate(timeout=limit)
                 for key, value in json.loads(out).items():
                     results.add(key, value)
@@ -595,8 +617,9 @@ def table(results: Results, sizes: Sizes) -> list[str]:
     rows.append(("the floor: the `openai` SDK alone iterating that stream (no UI), fresh "
                  "process", "", "",
                  f"{cell(r.get('floor warm'))}, using {cell(r.get('floor warm cpu'), 'CPU-s')}; "
-                 f"first stream of the process {cell(r.get('floor cold'))}; raw httpx2 + "
-                 f"`json.loads` "
+                 f"first stream of the process {cell(r.get('floor cold'))}; the same "
+                 f"through the SDK's client with the chunks as JSON objects, as termchat reads "
+                 f"them: {cell(r.get('floor dicts'))}; raw httpx2 + `json.loads` "
                  f"{cell(r.get('floor raw'))}; `import openai` {cell(r.get('floor import'))}",
                  "", ""))
     tc, st = both("paced cpu", unit="CPU-s", digits=1)
@@ -607,8 +630,10 @@ def table(results: Results, sizes: Sizes) -> list[str]:
                  "p95 chunk-to-screen (10 ms polls)",
                  failed("paced termchat", f"{tc}; {tcs}; p95 {tcp}"),
                  failed("paced stock", f"{st}; {sts}; p95 {stp}"),
-                 f"SDK's parse: {cell(r.get('paced floor cpu'), 'CPU-s', digits=1)}; "
-                 f"{cell(r.get('paced floor share'), 'of a core', digits=3)}",
+                 f"the SDK alone: {cell(r.get('paced floor cpu'), 'CPU-s', digits=1)}, "
+                 f"{cell(r.get('paced floor share'), 'of a core', digits=3)}; as termchat "
+                 f"reads it: {cell(r.get('paced floor dicts cpu'), 'CPU-s', digits=1)}, "
+                 f"{cell(r.get('paced floor dicts share'), 'of a core', digits=3)}",
                  "≤ 0.15 of a core, p95 ≤ 50 ms",
                  "yes" if share is not None and p95 is not None and share <= 0.15
                  and p95 <= 0.05 else "no" if share is not None else "–"))
@@ -661,14 +686,15 @@ def main() -> None:
                         help="leave out stock Textual, or a group of rows (repeatable), for "
                         "a quicker look at one row")
     parser.add_argument("--floor", nargs=3, type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--floor-paced", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--floor-paced", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.floor:
         print(json.dumps(measure_floor(*args.floor)))
         return
     if args.floor_paced:
         print(json.dumps(measure_floor_paced(int(args.floor_paced[0]),
-                                             float(args.floor_paced[1]))))
+                                             float(args.floor_paced[1]),
+                                             args.floor_paced[2] == "dicts")))
         return
     if shutil.which("tmux") is None:
         sys.exit("bench_terminal: tmux is not installed")
@@ -712,8 +738,11 @@ def main() -> None:
                                 limit=180)
             for run in range(sizes.slow_runs * ("paced" not in args.skip)):
                 print(f"paced, run {run + 1} (load {loadavg()})", flush=True)
+                # The SDK's own CPU on the same pace, alongside the first paced run (stock's,
+                # or termchat's without it): two processes on their own, children not counted.
                 results.run("termchat paced", paced, tmux, "termchat", base_url,
-                            limit=reply_seconds + 120)
+                            limit=reply_seconds + 120,
+                            floor_env=env if run == 0 and not stock else None)
                 if stock:
                     results.run("stock paced", paced, tmux, "stock", base_url,
                                 limit=reply_seconds + 180,

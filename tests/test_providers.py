@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from termchat.config import ModelConfig
+from termchat.content import Attachment, AttachmentKind, Text, ToolCall, ToolDefinition, ToolResult
 from termchat.devserver import ProviderServer, Script
 from termchat.errors import (
     AuthError,
@@ -39,6 +40,7 @@ from termchat.errors import (
 )
 from termchat.events import Event, Finish, FinishKind, ReasoningDelta, TextDelta, Usage
 from termchat.providers import ChatRequest, Message, Provider
+from termchat.providers._base import SDKProvider
 from termchat.turn import Conversation, Reply, Status, run_turn
 from tests.support.models import KEY, PROVIDERS, closed_port, model_for, opened
 
@@ -80,6 +82,45 @@ def texts(events: list[Event]) -> list[str]:
 
 
 # --- Streaming: text, usage, finish, reasoning ----------------------------------------------
+
+
+# A user's text, an image, the assistant's call of a tool and its result, and every request
+# parameter termchat sets.
+RICH_REQUEST = ChatRequest(
+    messages=(
+        Message("user", (Text("what is in it?"), Attachment(
+            "dot.png", "image/png", AttachmentKind.IMAGE, "0" * 64, 4, b"\x89PNG"))),
+        Message("assistant", (Text("Let me look."), ToolCall("call_1", "lookup", '{"q": "x"}'))),
+        Message("tool", (ToolResult("call_1", "a dot"),)),
+        Message.of("user", "and now?"),
+    ),
+    system="Be brief.", temperature=0.5, max_tokens=99,
+    tools=(ToolDefinition("lookup", "Looks a thing up",
+                          {"type": "object", "properties": {"q": {"type": "string"}}}),))
+
+
+@both
+async def test_the_request_is_the_one_the_sdks_own_create_sends(
+        srv: ProviderServer, provider: str) -> None:
+    """termchat posts through the SDK's client and reads its stream as JSON objects: the
+    request (path, body, headers) is byte for byte what `create` would send."""
+    model = model_for(srv, provider)
+    srv.queue(Script(text="ours"))
+    srv.queue(Script(text="theirs"))
+    async with opened(model) as opened_provider:
+        events = [event async for event in opened_provider.stream(RICH_REQUEST)]
+        assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "ours"
+        assert isinstance(opened_provider, SDKProvider)
+        sdk_provider: Any = opened_provider
+        params, client = sdk_provider._params(RICH_REQUEST), sdk_provider._client
+        create = (client.chat.completions.create if provider == "openai"
+                  else client.messages.create)
+        async with await create(**params) as stream:
+            async for _ in stream:
+                pass
+    ours, theirs = srv.requests[-2:]
+    assert (ours.path, ours.body) == (theirs.path, theirs.body)
+    assert ours.headers == theirs.headers
 
 
 @both

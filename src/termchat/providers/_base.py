@@ -1,5 +1,5 @@
 """What both SDK providers share: the HTTP client, typed errors for anything the SDK raises,
-and reading the SDK's objects as the untrusted data they are."""
+and reading what a stream sends as the untrusted data it is."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ class SDKProvider:
 
 
 def field(obj: Any, name: str) -> Any:
-    """`obj.name` of an SDK object built without validation (or the dict it stayed), or None."""
+    """`obj.name` of a JSON object of a stream (a dict), or of an SDK object; else None."""
     if isinstance(obj, dict):
         return obj.get(name)
     return getattr(obj, name, None)

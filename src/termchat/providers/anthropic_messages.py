@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
 from contextlib import aclosing
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -40,8 +40,10 @@ _NO_PREFILL = re.compile(r"prefill|must end with a user message", re.IGNORECASE)
 class AnthropicMessages(SDKProvider):
     """Streams raw Messages events: text and thinking deltas, usage and stop_reason.
 
-    Every field of every event is checked before use: the SDK builds events without
-    validating them, and a server may send anything.
+    The request goes through the SDK's client (its headers, errors and SSE stream) as
+    `messages.create` sends it, but the events stay the JSON objects they arrive as (building
+    the SDK's models of them is most of its cost of a stream, as for OpenAI), and every
+    field of every event is checked before use: a server may send anything.
     """
 
     sdk = anthropic
@@ -73,6 +75,12 @@ class AnthropicMessages(SDKProvider):
             params.pop("thinking", None)
         return params
 
+    def _create(self, request: ChatRequest) -> Awaitable[anthropic.AsyncStream[object]]:
+        opened: Awaitable[anthropic.AsyncStream[object]] = self._client.post(
+            "/v1/messages", body=self._params(request), cast_to=object, stream=True,
+            stream_cls=anthropic.AsyncStream[object])
+        return opened
+
     async def stream(self, request: ChatRequest) -> AsyncGenerator[Event, None]:
         stop_reason: str | None = None
         received = False
@@ -81,14 +89,14 @@ class AnthropicMessages(SDKProvider):
         # block's signature.
         blocks: dict[int, _Block] = {}
         try:
-            stream = await self._open(self._client.messages.create(**self._params(request)))
+            stream = await self._open(self._create(request))
         except BadRequestError as exc:
             if not (request.continuation and self._prefill and _NO_PREFILL.search(str(exc))):
                 raise
             # This model takes no prefill (Claude 4.6 on): continue with an instruction, now
             # and for the rest of the session.
             self._prefill = False
-            stream = await self._open(self._client.messages.create(**self._params(request)))
+            stream = await self._open(self._create(request))
         async with aclosing(self._items(stream, lambda: received)) as events:
             async for event in events:
                 kind = field(event, "type")
