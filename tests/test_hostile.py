@@ -114,6 +114,22 @@ def test_any_stream_gives_its_text_or_a_typed_error(server: ProviderServer,
         assert isinstance(error, ProviderError) and "\n" not in str(error)
 
 
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("kind", NOISE)
+def test_every_kind_of_noise_between_two_pieces_of_text_is_passed_over(
+        server: ProviderServer, provider: str, kind: str) -> None:
+    items: list[Item] = [Text("before "), Noise(kind), Text("after")]
+    server.queue(script(provider, items, "finish", "stop", []))
+
+    async def read() -> list[Event]:
+        async with opened(model_for(server, provider)) as opened_provider:
+            return [event async for event in opened_provider.stream(_ask())]
+
+    events = asyncio.run(read())
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "before after"
+    assert events[-1] == Finish.from_raw("stop")
+
+
 def _ask():
     from termchat.providers import ChatRequest, Message
 

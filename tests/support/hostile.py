@@ -62,7 +62,8 @@ class BadJson:
 
 Item = Text | BadUtf8 | Noise | BadJson
 NOISE = ["comment", "unknown-event", "unknown-field", "null-text", "number-text", "list-text",
-         "no-delta", "no-choices", "choices-not-a-list", "unknown-delta-type"]
+         "no-delta", "no-choices", "choices-not-a-list", "unknown-delta-type", "not-an-object",
+         "parts-not-objects", "usage-not-an-object"]
 def _dumps(value: object) -> bytes:
     # ASCII escapes, as any JSON encoder may write them: a lone surrogate travels as \udXXX.
     return json.dumps(value).encode()
@@ -120,6 +121,16 @@ def _noise(provider: str, kind: str) -> bytes:
     if kind == "no-choices":
         return b"data: " + _dumps({"id": "c", "choices": []}) + b"\n\n" if openai else \
             _anthropic_delta(None)
+    if kind == "not-an-object":  # the event's data is JSON, but no object
+        return b"data: [1, \"choices\", null]\n\n" if openai else \
+            b"event: content_block_delta\ndata: \"content_block_delta\"\n\n"
+    if kind == "parts-not-objects":  # where an object belongs, a string, a number, a list
+        return b"data: " + _dumps({"id": "c", "choices": ["x", 3, [{"delta": {}}]]}) + b"\n\n" \
+            if openai else anthropic_event({"type": "content_block_start", "index": [0],
+                                            "content_block": "tool_use"})
+    if kind == "usage-not-an-object":
+        return b"data: " + _dumps({"id": "c", "choices": [], "usage": [5, 6]}) + b"\n\n" \
+            if openai else anthropic_event({"type": "message_delta", "usage": "lots"})
     if kind == "choices-not-a-list":
         return b"data: " + _dumps({"id": "c", "choices": 5}) + b"\n\n" if openai else \
             _anthropic_delta("a string")

@@ -103,10 +103,9 @@ class SDKProvider:
 
 
 def field(obj: Any, name: str) -> Any:
-    """`obj.name` of a JSON object of a stream (a dict), or of an SDK object; else None."""
-    if isinstance(obj, dict):
-        return obj.get(name)
-    return getattr(obj, name, None)
+    """`obj[name]` of a JSON object of a stream, or None for anything else (a hostile server
+    may send a string, a list or a number where an object belongs)."""
+    return obj.get(name) if isinstance(obj, dict) else None
 
 
 def text_field(obj: Any, name: str) -> str | None:
@@ -122,7 +121,6 @@ def count_field(obj: Any, name: str) -> int | None:
 
 
 def content_type(stream: Any) -> str:
-    response = field(stream, "response")
-    headers = field(response, "headers")
-    value = headers.get("content-type", "") if headers is not None else ""
+    """The content type the stream's response said it has ("" if none)."""
+    value = stream.response.headers.get("content-type", "")
     return value if isinstance(value, str) else ""
