@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import html
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -379,6 +380,45 @@ async def test_a_long_conversation_opens_with_only_its_end_mounted(
         assert view.scroll_y == view.max_scroll_y
         prompts = [str(message.render()) for message in app.chat.query(UserMessage)]
         assert prompts[-1] == "question 199" and len(prompts) <= 6
+
+
+async def test_scrolling_up_a_long_reply_shown_end_first_never_shows_its_head_blank(
+        provider_server: ProviderServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a machine too busy to render the rest in idle moments, the rows standing for a
+    long reply's head are rendered before the view comes to them, and nothing jumps."""
+    from termchat import markdown_lines
+
+    busy = threading.Event()
+    monkeypatch.setattr(markdown_lines, "load_highlighters", lambda languages: busy.wait(30))
+    text = long_reply(8_000, seed=7)
+    conversation = Conversation(model_for(provider_server), exchanges=[
+        Exchange("short one", Reply_(initial_text="an answer", status=Status.COMPLETE)),
+        Exchange("long one", Reply_(initial_text=text, status=Status.COMPLETE))])
+    app = TermchatApp(Config(path=Path("/nonexistent/config.toml")), conversation.model,
+                      conversation=conversation, cursor_blink=False, show_timings=False)
+    try:
+        async with app.run_test(size=(90, 30)) as pilot:
+            view = app.chat.query_one(ConversationView)
+            reply = replies(app)[-1]
+            await pilot.pause(0.1)
+            assert reply.estimated_rows > 0, "the whole reply was rendered at once"
+            rows = view.size.height
+            while view.scroll_y > 0:
+                before = [THUMB.sub("", row) for row in _rows_on_screen(app)[:rows]]
+                step = min(3, round(view.scroll_y))
+                view.scroll_relative(y=-3, animate=False)
+                await pilot.pause(0.02)
+                # No row standing for the head is on screen...
+                top, head = reply.virtual_region.y, reply.estimated_rows
+                assert not (head and top < view.scroll_y + rows and view.scroll_y < top + head), \
+                    "the rows standing for the head are on screen"
+                # ...and what was on screen moved down by the step, whatever was rendered.
+                after = [THUMB.sub("", row) for row in _rows_on_screen(app)[:rows]]
+                assert after[step:] == before[:rows - step]
+            assert reply.estimated_rows == 0
+            assert "short one" in "\n".join(_rows_on_screen(app))
+    finally:
+        busy.set()
 
 
 async def test_a_long_last_reply_shows_its_end_first_and_the_rest_without_a_visible_change(

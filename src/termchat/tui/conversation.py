@@ -6,7 +6,10 @@ Every layout walks every mounted widget, and a message is rendered (its Markdown
 widget of their height: estimated for messages never shown, measured for those shown before.
 A stand-in gives up its messages as the view comes within a screen of it, those next to the
 view first, rendered ahead in idle moments; the scroll position moves by what they really
-take beyond their estimate, so the view never jumps.
+take beyond their estimate, so the view never jumps. A long reply mounted with its end alone
+rendered (the rows above it blank, of an estimated height, until the whole is rendered in
+idle moments) is rendered whole at once when the view comes within a screen of those rows,
+however busy the machine: they are never seen blank.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from textual.containers import VerticalScroll
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.strip import Strip
 from textual.widget import Widget
 
@@ -70,6 +73,25 @@ class StandIn(Widget):
         return Strip.blank(self.size.width, self.rich_style)
 
 
+class Estimated(Protocol):
+    """A message showing rows that stand in for some of its content, at its top."""
+
+    @property
+    def virtual_region(self) -> Region: ...
+
+    @property
+    def is_attached(self) -> bool: ...
+
+    @property
+    def estimated_rows(self) -> int:
+        """How many of its first rows stand in for content (0 once there are none)."""
+        ...
+
+    def show_whole(self) -> None:
+        """Render what the rows stand for, now."""
+        ...
+
+
 @runtime_checkable
 class Entry(Protocol):
     """What the view asks of a message widget to take it off screen and bring it back."""
@@ -90,6 +112,12 @@ class ConversationView(VerticalScroll):
         self.following = True
         self._stick_pending = False
         self._revealing = False
+        self._estimated: list[Estimated] = []
+
+    def estimated_until_near(self, message: Estimated) -> None:
+        """`message` shows rows standing in for content: it is rendered whole once the view
+        comes within a screen of them."""
+        self._estimated.append(message)
 
     @property
     def stand_ins(self) -> list[StandIn]:
@@ -159,16 +187,31 @@ class ConversationView(VerticalScroll):
         above.pending.extend(pending)
         above.changed()
         await self.remove_children(leaving)
+        self._lay_out_afresh()
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         if not self._revealing and any(self._near(stand_in, new_value)
                                        for stand_in in self.stand_ins):
             self.run_worker(self._reveal(), group="reveal", exclusive=True)
         super().watch_scroll_y(old_value, new_value)
+        if self._estimated:
+            self._show_near(new_value)
         if new_value < old_value and new_value < self.max_scroll_y:
             self.following = False
         elif new_value >= self.max_scroll_y:
             self.following = True
+
+    def _show_near(self, scroll_y: float) -> None:
+        """The messages whose estimated rows are within a screen of the view: whole now,
+        before the frame that would show those rows blank."""
+        height = self.size.height
+        for message in list(self._estimated):
+            top, rows = message.virtual_region.y, message.estimated_rows
+            if not rows or not message.is_attached:
+                self._estimated.remove(message)
+            elif top - height < scroll_y + height and scroll_y - height < top + rows:
+                self._estimated.remove(message)
+                message.show_whole()
 
     def _near(self, stand_in: StandIn, scroll_y: float) -> bool:
         """Whether the stand-in is within a screen of the view."""
@@ -232,10 +275,21 @@ class ConversationView(VerticalScroll):
         for widget in widgets:
             widget.display = True
         stand_in.changed()
+        self._lay_out_afresh()
         if self.scroll_y >= top + above + estimated:
             # What the view shows is below the new messages: it moves by what they really
             # take beyond their estimate, in the frame that lays them out.
             self.shift(actual - estimated)
+
+    def _lay_out_afresh(self) -> None:
+        """Messages were put in or taken out: the next layout places every one anew.
+
+        Textual's stream layout (8.2.8) reuses its last placement of a child found at the same
+        index as then, even after an earlier child changed: a message mounted while the one
+        before it was still hidden kept its old row when that one was shown, a row below its
+        place (the view jumped by a row). A new layout object has no placements to reuse."""
+        self.styles.layout = "vertical"
+        self.styles.layout = "stream"
 
     def shift(self, rows: int) -> None:
         """Content above the view grew by `rows` (shrank, if negative): the view moves with

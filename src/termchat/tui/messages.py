@@ -350,8 +350,21 @@ class AssistantMessage(Widget):
                           BlockRenderer(text[split:], self.app.console, plain_code=True))
             if first:
                 self.call_after_refresh(self._render_whole_soon)
+                if isinstance(self.parent, ConversationView):
+                    self.parent.estimated_until_near(self)
         _, head_rows, tail = self._tail
         return [Strip.blank(width)] * head_rows + tail.lines(width)
+
+    @property
+    def estimated_rows(self) -> int:
+        """Rows at its top standing for its head while its end alone is shown (Estimated)."""
+        if not self._tail_first or self._tail is None:
+            return 0
+        return len(self._reasoning_lines) + self._tail[1]
+
+    def show_whole(self) -> None:
+        """The view is about to show the rows standing for its head: render the whole now."""
+        self._whole_now()
 
     def _render_whole_soon(self) -> None:
         self.run_worker(self._render_whole(), group="whole", exclusive=True,
