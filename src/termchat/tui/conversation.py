@@ -8,8 +8,8 @@ A stand-in gives up its messages as the view comes within a screen of it, those 
 view first, rendered ahead in idle moments; the scroll position moves by what they really
 take beyond their estimate, so the view never jumps. A long reply mounted with its end alone
 rendered (the rows above it blank, of an estimated height, until the whole is rendered in
-idle moments) is rendered whole at once when the view comes within a screen of those rows,
-however busy the machine: they are never seen blank.
+idle moments) is rendered whole at once when the view is about to show those rows, however
+busy the machine: they are never seen blank.
 """
 
 from __future__ import annotations
@@ -115,8 +115,8 @@ class ConversationView(VerticalScroll):
         self._estimated: list[Estimated] = []
 
     def estimated_until_near(self, message: Estimated) -> None:
-        """`message` shows rows standing in for content: it is rendered whole once the view
-        comes within a screen of them."""
+        """`message` shows rows standing in for content: it is rendered whole when the view
+        is about to show them."""
         self._estimated.append(message)
 
     @property
@@ -202,14 +202,16 @@ class ConversationView(VerticalScroll):
             self.following = True
 
     def _show_near(self, scroll_y: float) -> None:
-        """The messages whose estimated rows are within a screen of the view: whole now,
-        before the frame that would show those rows blank."""
+        """The messages whose estimated rows the view is about to show: whole now, before
+        the frame that would show those rows blank. (Only then: the end shown first is about
+        TAIL_SCREENS screens tall, and rendering the whole as a long conversation opens
+        would cost its first frame what showing the end first saved.)"""
         height = self.size.height
         for message in list(self._estimated):
             top, rows = message.virtual_region.y, message.estimated_rows
             if not rows or not message.is_attached:
                 self._estimated.remove(message)
-            elif top - height < scroll_y + height and scroll_y - height < top + rows:
+            elif top < scroll_y + height and scroll_y < top + rows:
                 self._estimated.remove(message)
                 message.show_whole()
 
