@@ -10,7 +10,10 @@ Measured per run:
   content includes it (p50 / p95; first 10% of the reply vs last 10%);
 - frame time: the screen's update callback (layout, compositor, and turning the update into
   terminal output, which headless mode would otherwise skip);
-- time from the last chunk to the final frame, and chunks/s taken in.
+- time from the last chunk to the final frame, and chunks/s taken in;
+- CPU per KB streamed: the process's CPU from the first chunk to the frame showing the last,
+  over the reply's size (the replay's own share is negligible; at 200 chunks/s it is mostly
+  the cost of frames, flat out mostly that of taking the text in).
 Plus the time from starting the installed `termchat` on a terminal to its first frame, and
 whether a provider SDK was imported by then.
 
@@ -66,6 +69,12 @@ class Trace:
     frames: list[tuple[float, int]] = field(default_factory=list)  # (time painted, chars shown)
     frame_costs: list[tuple[float, float]] = field(default_factory=list)  # (time, seconds)
     shown: int = 0
+    cpu: list[float] = field(default_factory=list)  # process CPU at the first chunk, at the end
+
+    def arrived(self, chars: int) -> None:
+        if not self.arrivals:
+            self.cpu.append(time.process_time())
+        self.arrivals.append((time.perf_counter(), chars))
 
 
 class ReplayProvider:
@@ -147,7 +156,7 @@ async def run_termchat(chunks: list[str], rate: float, earlier: list[str]) -> Tr
         nonlocal total
         if isinstance(event, TextDelta):
             total += len(event.text)
-            trace.arrivals.append((time.perf_counter(), total))
+            trace.arrived(total)
 
     try:
         with frame_costs(trace):
@@ -198,7 +207,7 @@ async def run_stock(chunks: list[str], rate: float, earlier: list[str]) -> Trace
             async for event in provider.stream(ChatRequest(messages=())):
                 if isinstance(event, TextDelta):
                     total += len(event.text)
-                    trace.arrivals.append((time.perf_counter(), total))
+                    trace.arrived(total)
                     await stream.write(event.text)
             await stream.stop()
             await _settle(pilot, trace, total)
@@ -206,10 +215,12 @@ async def run_stock(chunks: list[str], rate: float, earlier: list[str]) -> Trace
 
 
 async def _settle(pilot: object, trace: Trace, total: int, limit: float = 10.0) -> None:
-    """Wait until a frame shows the whole reply; say so if none does."""
+    """Wait until a frame shows the whole reply (the process's CPU taken then); say so if
+    none does."""
     deadline = time.perf_counter() + limit
     while time.perf_counter() < deadline:
         if trace.frames and trace.frames[-1][1] >= total:
+            trace.cpu.append(time.process_time())
             return
         await asyncio.sleep(0.01)
     shown = trace.frames[-1][1] if trace.frames else 0
@@ -261,6 +272,9 @@ def summarise(name: str, trace: Trace) -> dict[str, float | str]:
             costs[:tenth_costs]) if costs else float("nan"),
         "final frame ms": (final - end) * 1e3,
         "frames": len(trace.frames),
+        # The whole process (app, replay, turning frames into escape codes) per KB streamed.
+        "CPU ms/KB": (trace.cpu[1] - trace.cpu[0]) * 1e3 / (trace.arrivals[-1][1] / 1e3)
+        if len(trace.cpu) == 2 else float("nan"),
     }
 
 
@@ -339,7 +353,8 @@ def first_paint(runs: int, baselines: Sequence[str] = ()
 
 
 COLUMNS = ["run", "chunks/s", "p50 ms", "p95 ms", "first10% p95", "last10% p95", "last/first",
-           "frame p50 ms", "frame p95 ms", "frame last/first", "final frame ms", "frames"]
+           "frame p50 ms", "frame p95 ms", "frame last/first", "final frame ms", "frames",
+           "CPU ms/KB"]
 
 
 def print_table(rows: list[dict[str, float | str]]) -> None:
