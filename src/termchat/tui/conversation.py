@@ -114,7 +114,7 @@ class ConversationView(VerticalScroll):
         self._revealing = False
         self._estimated: list[Estimated] = []
 
-    def estimated_until_near(self, message: Estimated) -> None:
+    def whole_before_shown(self, message: Estimated) -> None:
         """`message` shows rows standing in for content: it is rendered whole when the view
         is about to show them."""
         self._estimated.append(message)
@@ -195,13 +195,13 @@ class ConversationView(VerticalScroll):
             self.run_worker(self._reveal(), group="reveal", exclusive=True)
         super().watch_scroll_y(old_value, new_value)
         if self._estimated:
-            self._show_near(new_value)
+            self._show_whole_in_view(new_value)
         if new_value < old_value and new_value < self.max_scroll_y:
             self.following = False
         elif new_value >= self.max_scroll_y:
             self.following = True
 
-    def _show_near(self, scroll_y: float) -> None:
+    def _show_whole_in_view(self, scroll_y: float) -> None:
         """The messages whose estimated rows the view is about to show: whole now, before
         the frame that would show those rows blank. (Only then: the end shown first is about
         TAIL_SCREENS screens tall, and rendering the whole as a long conversation opens

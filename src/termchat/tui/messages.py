@@ -351,7 +351,7 @@ class AssistantMessage(Widget):
             if first:
                 self.call_after_refresh(self._render_whole_soon)
                 if isinstance(self.parent, ConversationView):
-                    self.parent.estimated_until_near(self)
+                    self.parent.whole_before_shown(self)
         _, head_rows, tail = self._tail
         return [Strip.blank(width)] * head_rows + tail.lines(width)
 
