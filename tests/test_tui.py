@@ -382,6 +382,21 @@ async def test_a_long_conversation_opens_with_only_its_end_mounted(
         assert prompts[-1] == "question 199" and len(prompts) <= 6
 
 
+def _short_then_long(server: ProviderServer, text: str) -> TermchatApp:
+    """The app on a conversation of a short exchange, then one whose reply is `text`."""
+    conversation = Conversation(model_for(server), exchanges=[
+        Exchange("short one", Reply_(initial_text="an answer", status=Status.COMPLETE)),
+        Exchange("long one", Reply_(initial_text=text, status=Status.COMPLETE))])
+    return TermchatApp(Config(path=Path("/nonexistent/config.toml")), conversation.model,
+                       conversation=conversation, cursor_blink=False, show_timings=False)
+
+
+def _view_rows(app: TermchatApp, rows: int) -> list[str]:
+    """The view's rows on screen without the scrollbar's column, whose thumb moves as
+    estimated heights are corrected."""
+    return [THUMB.sub("", row) for row in _rows_on_screen(app)[:rows]]
+
+
 async def test_scrolling_up_a_long_reply_shown_end_first_never_shows_its_head_blank(
         provider_server: ProviderServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """On a machine too busy to render the rest in idle moments, the rows standing for a
@@ -391,11 +406,7 @@ async def test_scrolling_up_a_long_reply_shown_end_first_never_shows_its_head_bl
     busy = threading.Event()
     monkeypatch.setattr(markdown_lines, "load_highlighters", lambda languages: busy.wait(30))
     text = long_reply(8_000, seed=7)
-    conversation = Conversation(model_for(provider_server), exchanges=[
-        Exchange("short one", Reply_(initial_text="an answer", status=Status.COMPLETE)),
-        Exchange("long one", Reply_(initial_text=text, status=Status.COMPLETE))])
-    app = TermchatApp(Config(path=Path("/nonexistent/config.toml")), conversation.model,
-                      conversation=conversation, cursor_blink=False, show_timings=False)
+    app = _short_then_long(provider_server, text)
     try:
         async with app.run_test(size=(90, 30)) as pilot:
             view = app.chat.query_one(ConversationView)
@@ -404,7 +415,7 @@ async def test_scrolling_up_a_long_reply_shown_end_first_never_shows_its_head_bl
             assert reply.estimated_rows > 0, "the whole reply was rendered at once"
             rows = view.size.height
             while view.scroll_y > 0:
-                before = [THUMB.sub("", row) for row in _rows_on_screen(app)[:rows]]
+                before = _view_rows(app, rows)
                 step = min(3, round(view.scroll_y))
                 view.scroll_relative(y=-3, animate=False)
                 await pilot.pause(0.02)
@@ -413,7 +424,7 @@ async def test_scrolling_up_a_long_reply_shown_end_first_never_shows_its_head_bl
                 assert not (head and top < view.scroll_y + rows and view.scroll_y < top + head), \
                     "the rows standing for the head are on screen"
                 # ...and what was on screen moved down by the step, whatever was rendered.
-                after = [THUMB.sub("", row) for row in _rows_on_screen(app)[:rows]]
+                after = _view_rows(app, rows)
                 assert after[step:] == before[:rows - step]
             assert reply.estimated_rows == 0
             assert "short one" in "\n".join(_rows_on_screen(app))
@@ -424,11 +435,7 @@ async def test_scrolling_up_a_long_reply_shown_end_first_never_shows_its_head_bl
 async def test_a_long_last_reply_shows_its_end_first_and_the_rest_without_a_visible_change(
         provider_server: ProviderServer) -> None:
     text = long_reply(8_000, seed=7)
-    conversation = Conversation(model_for(provider_server), exchanges=[
-        Exchange("short one", Reply_(initial_text="an answer", status=Status.COMPLETE)),
-        Exchange("long one", Reply_(initial_text=text, status=Status.COMPLETE))])
-    app = TermchatApp(Config(path=Path("/nonexistent/config.toml")), conversation.model,
-                      conversation=conversation, cursor_blink=False, show_timings=False)
+    app = _short_then_long(provider_server, text)
     async with app.run_test(size=(90, 30)) as pilot:
         view = app.chat.query_one(ConversationView)
         reply = replies(app)[-1]
@@ -441,7 +448,7 @@ async def test_a_long_last_reply_shows_its_end_first_and_the_rest_without_a_visi
         rows = view.size.height
         # What the view showed at once is what it shows now the whole reply is rendered.
         assert [THUMB.sub("", row) for row in frames[0]] == \
-            [THUMB.sub("", row) for row in _rows_on_screen(app)[:rows]]
+            _view_rows(app, rows)
         assert view.scroll_y == view.max_scroll_y
         await _painted_matches_a_full_repaint(pilot)
         width = reply.size.width
@@ -465,12 +472,11 @@ async def test_scrolling_up_a_long_conversation_never_jumps(
         seen = []
         rows = view.size.height
         while view.scroll_y > 0:
-            # Without the scrollbar's column, whose thumb moves as the height is corrected.
-            before = [THUMB.sub("", row) for row in _rows_on_screen(app)[:rows]]
+            before = _view_rows(app, rows)
             step = min(3, round(view.scroll_y))  # the last step stops at the top
             view.scroll_relative(y=-3, animate=False)
             await pilot.pause(0.05)
-            after = [THUMB.sub("", row) for row in _rows_on_screen(app)[:rows]]
+            after = _view_rows(app, rows)
             # What the view showed moved down by exactly that many rows, whatever was
             # mounted above it meanwhile (estimated heights become real ones out of sight).
             assert after[step:] == before[:rows - step]

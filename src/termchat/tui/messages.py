@@ -357,7 +357,8 @@ class AssistantMessage(Widget):
 
     @property
     def estimated_rows(self) -> int:
-        """Rows at its top standing for its head while its end alone is shown (Estimated)."""
+        """While its end alone is shown, the rows from its top to the end of those standing
+        for its head (its reasoning's lines, if any, come first); 0 once it is whole."""
         if not self._tail_first or self._tail is None:
             return 0
         return len(self._reasoning_lines) + self._tail[1]
