@@ -4,6 +4,7 @@ path through them, and flips between them without losing any."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import signal
@@ -16,14 +17,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from termchat.config import ModelConfig
+from termchat.config import Config, ModelConfig
 from termchat.content import Attachment, AttachmentKind, Text, ToolCall, ToolResult
 from termchat.events import Finish, Usage
-from termchat.history import ConversationRecord, HistoryError, HistoryStore
-from termchat.turn import Reply, Status
+from termchat.history import ConversationRecord, HistoryError, HistoryStore, continue_conversation
+from termchat.turn import Conversation, Exchange, Reply, Status
 
 MODEL = ModelConfig(name="gpt", provider="openai", model="gpt-4.1-mini")
 CLAUDE = ModelConfig(name="claude", provider="anthropic", model="claude-sonnet-4-5")
+CONFIG = Config(path=Path("/nonexistent/termchat.toml"), models={"gpt": MODEL})
 
 
 @pytest.fixture
@@ -402,6 +404,64 @@ def test_any_steps_keep_the_path_shown_the_one_a_simple_model_predicts(
         assert [e.message_ids for e in exchanges] == list(zip(predicted()[::2],
                                                               predicted()[1::2], strict=True))
         assert sorted(m.id for m in store.tree(record.id).messages) == sorted(texts)
+        for recent in (1, 2, 3):
+            check_read_from_its_end(store, record.id, recent)
+
+
+def check_read_from_its_end(store: HistoryStore, cid: int, recent: int) -> None:
+    """A conversation read from its end (`recent` exchanges) has the whole one's last
+    exchanges, each with the same alternatives; read in full afterwards it is the whole one,
+    the exchanges read first among it as they were."""
+    whole = continue_conversation(CONFIG, store, cid)
+    end = continue_conversation(CONFIG, store, cid, recent=recent)
+    if len(whole.exchanges) <= recent:
+        assert end.older is None
+    else:
+        assert end.older is not None
+    assert [e.message_ids for e in end.exchanges] == [
+        e.message_ids for e in whole.exchanges][-len(end.exchanges) or len(whole.exchanges):]
+    assert len(end.exchanges) == min(recent, len(whole.exchanges))
+    for exchange, same in zip(end.exchanges, whole.exchanges[-len(end.exchanges):],
+                              strict=True):
+        assert alternatives(end, exchange) == alternatives(whole, same)
+    first = list(end.exchanges)
+    asyncio.run(end.load_older())
+    assert end.older is None
+    assert [e.message_ids for e in end.exchanges] == [e.message_ids for e in whole.exchanges]
+    assert all(a is b for a, b in zip(end.exchanges[-len(first) or len(end.exchanges):],
+                                       first, strict=True))
+    for exchange, same in zip(end.exchanges, whole.exchanges, strict=True):
+        assert alternatives(end, exchange) == alternatives(whole, same)
+        assert exchange.prompt == same.prompt and exchange.reply.text == same.reply.text
+        assert (exchange.parent.message_ids if exchange.parent else None) == (
+            same.parent.message_ids if same.parent else None)
+
+
+def alternatives(conversation: Conversation, exchange: Exchange) -> tuple[object, ...]:
+    options = conversation.alternatives(exchange)
+    return ([e.message_ids for e in options.replies], [e.message_ids for e in options.prompts],
+            options.reply_position, options.prompt_position)
+
+
+def test_a_long_conversation_read_from_its_end_has_the_alternatives_at_its_first_place(
+        store: HistoryStore) -> None:
+    record = chat(store.new_conversation(), *[(f"q{n}", f"a{n}") for n in range(12)])
+    assert record.id is not None
+    path = ids(store, record.id)
+    # Alternatives where the end read starts (both kinds), and one just before it.
+    record.regenerate(path[-6], MODEL).finish(done("a9 again"))
+    record.set_active(path[-5])
+    record.prompt_after(path[-7], "q9 edited", MODEL).finish(done("a9 edited"))
+    record.set_active(path[-5])
+    record.regenerate(path[-8], MODEL).finish(done("a8 again"))
+    record.set_active(path[-7])
+    assert ids(store, record.id) == path
+    end = continue_conversation(CONFIG, store, record.id, recent=3)
+    assert [e.prompt for e in end.exchanges] == ["q9", "q10", "q11"]
+    options = end.alternatives(end.exchanges[0])
+    assert options.reply_position == (1, 2) and options.prompt_position == (1, 2)
+    for recent in range(1, 14):
+        check_read_from_its_end(store, record.id, recent)
 
 
 def _ancestry(parent: dict[int, int | None], node: int) -> list[int]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import html
 import re
 import threading
 from pathlib import Path
@@ -28,14 +27,17 @@ from tests.support.models import KEY, model_for
 from tests.support.screen import lines_of
 from tests.support.tui import (
     MARKDOWN_REPLY,
+    THUMB,
     disconnect_seen,
     finish,
     make_app,
     replies,
     reply_started,
+    rows_on_screen,
     screen_lines,
     send,
     status_text,
+    view_rows,
     wait_until,
 )
 
@@ -348,18 +350,6 @@ async def test_view_follows_the_stream_until_the_user_scrolls_up_and_resumes_at_
         assert view.scroll_y == view.max_scroll_y, "following did not resume"
 
 
-THUMB = re.compile("[\u2581-\u2588\u2594\u2595\\s]*$")
-
-
-def _rows_on_screen(app: TermchatApp) -> list[str]:
-    svg = app.export_screenshot()
-    rows = re.findall(r'<text class="[^"]*" x="[^"]*" y="([^"]*)"[^>]*>([^<]*)</text>', svg)
-    lines: dict[float, str] = {}
-    for y, text in rows:
-        lines[float(y)] = lines.get(float(y), "") + html.unescape(text).replace("\xa0", " ")
-    return [lines[y] for y in sorted(lines)]
-
-
 def _long_conversation(server: ProviderServer, exchanges: int) -> TermchatApp:
     earlier = [Exchange(f"question {i}", Reply_(initial_text=long_reply(600, seed=i),
                                                 status=Status.COMPLETE))
@@ -391,12 +381,6 @@ def _short_then_long(server: ProviderServer, text: str) -> TermchatApp:
                        conversation=conversation, cursor_blink=False, show_timings=False)
 
 
-def _view_rows(app: TermchatApp, rows: int) -> list[str]:
-    """The view's rows on screen without the scrollbar's column, whose thumb moves as
-    estimated heights are corrected."""
-    return [THUMB.sub("", row) for row in _rows_on_screen(app)[:rows]]
-
-
 async def test_scrolling_up_a_long_reply_shown_end_first_never_shows_its_head_blank(
         provider_server: ProviderServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """On a machine too busy to render the rest in idle moments, the rows standing for a
@@ -415,7 +399,7 @@ async def test_scrolling_up_a_long_reply_shown_end_first_never_shows_its_head_bl
             assert reply.estimated_rows > 0, "the whole reply was rendered at once"
             rows = view.size.height
             while view.scroll_y > 0:
-                before = _view_rows(app, rows)
+                before = view_rows(app, rows)
                 step = min(3, round(view.scroll_y))
                 view.scroll_relative(y=-3, animate=False)
                 await pilot.pause(0.02)
@@ -424,10 +408,10 @@ async def test_scrolling_up_a_long_reply_shown_end_first_never_shows_its_head_bl
                 assert not (head and top < view.scroll_y + rows and view.scroll_y < top + head), \
                     "the rows standing for the head are on screen"
                 # ...and what was on screen moved down by the step, whatever was rendered.
-                after = _view_rows(app, rows)
+                after = view_rows(app, rows)
                 assert after[step:] == before[:rows - step]
             assert reply.estimated_rows == 0
-            assert "short one" in "\n".join(_rows_on_screen(app))
+            assert "short one" in "\n".join(rows_on_screen(app))
     finally:
         busy.set()
 
@@ -441,14 +425,14 @@ async def test_a_long_last_reply_shows_its_end_first_and_the_rest_without_a_visi
         reply = replies(app)[-1]
         frames = []
         while reply._tail_first:  # its end alone, the rest rendering in idle moments
-            frames.append(_rows_on_screen(app)[:view.size.height])
+            frames.append(rows_on_screen(app)[:view.size.height])
             await pilot.pause(0)
         assert frames, "the whole reply was rendered before the first frame"
         await pilot.pause(0.1)
         rows = view.size.height
         # What the view showed at once is what it shows now the whole reply is rendered.
         assert [THUMB.sub("", row) for row in frames[0]] == \
-            _view_rows(app, rows)
+            view_rows(app, rows)
         assert view.scroll_y == view.max_scroll_y
         await _painted_matches_a_full_repaint(pilot)
         width = reply.size.width
@@ -460,7 +444,7 @@ async def test_a_long_last_reply_shows_its_end_first_and_the_rest_without_a_visi
         assert [line.rstrip() for line in screen_lines(reply)] == expected
         view.scroll_home(animate=False)  # and its start is there when scrolled to
         await pilot.pause(0.2)
-        assert "short one" in "\n".join(_rows_on_screen(app))
+        assert "short one" in "\n".join(rows_on_screen(app))
 
 
 async def test_scrolling_up_a_long_conversation_never_jumps(
@@ -472,11 +456,11 @@ async def test_scrolling_up_a_long_conversation_never_jumps(
         seen = []
         rows = view.size.height
         while view.scroll_y > 0:
-            before = _view_rows(app, rows)
+            before = view_rows(app, rows)
             step = min(3, round(view.scroll_y))  # the last step stops at the top
             view.scroll_relative(y=-3, animate=False)
             await pilot.pause(0.05)
-            after = _view_rows(app, rows)
+            after = view_rows(app, rows)
             # What the view showed moved down by exactly that many rows, whatever was
             # mounted above it meanwhile (estimated heights become real ones out of sight).
             assert after[step:] == before[:rows - step]
@@ -497,7 +481,7 @@ async def test_a_long_conversation_hides_far_messages_without_a_visible_change(
         await pilot.pause(0.1)
         view.scroll_home(animate=False)  # a jump to the start: it is mounted, and shown
         await pilot.pause(0.3)
-        assert "question 0" in "\n".join(_rows_on_screen(app))
+        assert "question 0" in "\n".join(rows_on_screen(app))
         await _painted_matches_a_full_repaint(pilot)
         view.scroll_end(animate=False)
         await pilot.pause(0.3)
@@ -509,9 +493,9 @@ async def test_a_long_conversation_hides_far_messages_without_a_visible_change(
         assert len(replies(app)) < mounted
         assert view.max_scroll_y > end
         await _painted_matches_a_full_repaint(pilot)
-        shown = _rows_on_screen(app), view.max_scroll_y, view.scroll_y
+        shown = rows_on_screen(app), view.max_scroll_y, view.scroll_y
         await pilot.pause(0.3)
-        assert (_rows_on_screen(app), view.max_scroll_y, view.scroll_y) == shown
+        assert (rows_on_screen(app), view.max_scroll_y, view.scroll_y) == shown
 
         await pilot.press("ctrl+n")  # the stand-ins go with the conversation
         await pilot.pause(0.1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,13 +14,17 @@ from textual.widgets import Input, OptionList
 
 from termchat.config import Config, ModelConfig
 from termchat.devserver import ProviderServer, Script
-from termchat.history import HistoryStore, continue_conversation
+from termchat.history import HistoryError, HistoryStore, continue_conversation
+from termchat.keys import keys
+from termchat.sample import long_reply
 from termchat.tui.app import TermchatApp
+from termchat.tui.conversation import ConversationView
 from termchat.tui.history_screen import HistoryScreen
 from termchat.tui.messages import UserMessage
-from termchat.turn import Reply, Status
+from termchat.tui.prompt import PromptInput
+from termchat.turn import Exchange, Reply, Status
 from tests.support.models import model_for
-from tests.support.tui import finish, replies, reply_started, send, wait_until
+from tests.support.tui import finish, replies, reply_started, send, view_rows, wait_until
 
 GPT = ModelConfig(name="gpt", provider="openai", model="gpt-4.1-mini")
 # 2024-05-01 09:00 UTC, and a day in seconds: fixed dates for lists and snapshots.
@@ -488,3 +493,96 @@ async def test_forking_a_stored_chat_stores_the_copy_and_leaves_the_original(
                                                                   "Paris."]
         assert [m.text for m in again.get(newer.id).messages] == [
             "Capital of France?", "Paris.", "Second city?", "Lyon."]
+
+
+# -- a long conversation opens at its end, the rest read after the first frame ---------------
+
+def _opened_at_its_end(server: ProviderServer, store: HistoryStore, exchanges: int,
+                       recent: int, fails: bool = False) -> tuple[TermchatApp, threading.Event]:
+    """`termchat -c` on a stored conversation of `exchanges`, the TUI given its last `recent`;
+    reading the rest waits for the event (and then, with `fails`, fails)."""
+    model = model_for(server)
+    saved(store, *[(f"question {n}", long_reply(600, seed=n)) for n in range(exchanges)],
+          model=model)
+    cid = store.last_conversation_id()
+    assert cid is not None
+    config = Config(path=Path("/nonexistent/config.toml"), models={"test": model})
+    conversation = continue_conversation(config, store, cid, recent=recent)
+    read = conversation.older
+    assert read is not None
+    go_on = threading.Event()
+
+    def slowly(known: list[Exchange]) -> tuple[list[Exchange], list[Exchange]]:
+        assert go_on.wait(10)
+        if fails:
+            raise HistoryError("history: database is locked (another termchat is writing)")
+        return read(known)
+
+    conversation.older = slowly
+    return TermchatApp(config, conversation.model, conversation=conversation, history=store,
+                       cursor_blink=False, show_timings=False), go_on
+
+
+async def test_a_long_conversation_opens_at_its_end_and_the_rest_comes_in_unseen(
+        provider_server: ProviderServer, store: HistoryStore) -> None:
+    app, go_on = _opened_at_its_end(provider_server, store, 60, 10)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.2)
+        view = app.chat.query_one(ConversationView)
+        assert app.chat.conversation.exchanges[0].prompt == "question 50"
+        prompts = [str(message.render()) for message in app.chat.query(UserMessage)]
+        assert prompts[-1] == "question 59"
+        before = view_rows(app, view.size.height)
+        go_on.set()
+        await wait_until(pilot, lambda: view.collapsed >= 50)
+        await pilot.pause(0.1)
+        assert len(app.chat.conversation.exchanges) == 60
+        assert view_rows(app, view.size.height) == before
+        view.scroll_home(animate=False)
+        await wait_until(pilot, lambda: "question 0" in [
+            str(message.render()) for message in app.chat.query(UserMessage)])
+
+
+async def test_a_prompt_and_a_key_before_the_rest_is_in_wait_for_it_then_go_with_all(
+        provider_server: ProviderServer, store: HistoryStore) -> None:
+    app, go_on = _opened_at_its_end(provider_server, store, 30, 5)
+    provider_server.queue(Script(text="A new answer."))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.1)
+        await send(pilot, "And then?")
+        await pilot.press(keys("regenerate").split(",")[0])
+        await pilot.pause(0.2)
+        assert provider_server.requests == []
+        assert app.chat.query_one(PromptInput).text == "And then?"  # kept, not lost
+        go_on.set()
+        await wait_until(pilot, lambda: bool(provider_server.requests))
+        await finish(pilot)
+        # All thirty exchanges went as context, then the new prompt.
+        assert len(provider_server.requests[0].body["messages"]) == 61
+        assert len(app.chat.conversation.exchanges) == 31
+        assert app.chat.query_one(PromptInput).text == ""
+    with HistoryStore.open(store.path) as again:
+        cid = again.last_conversation_id()
+        assert cid is not None
+        assert [m.text for m in again.get(cid).messages][-2:] == ["And then?",
+                                                                  "A new answer."]
+        # F5 came after Enter: it met the reply streaming, and was refused as it would be.
+        assert len(again.tree(cid).messages) == 62
+
+
+
+
+async def test_when_the_rest_cannot_be_read_it_says_so_and_the_chat_goes_on_with_its_end(
+        provider_server: ProviderServer, store: HistoryStore) -> None:
+    app, go_on = _opened_at_its_end(provider_server, store, 30, 5, fails=True)
+    provider_server.queue(Script(text="Still here."))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.1)
+        await send(pilot, "And then?")
+        go_on.set()
+        await wait_until(pilot, lambda: bool(provider_server.requests))
+        await finish(pilot)
+        [said] = [n.message for n in app._notifications if "could not be read" in n.message]
+        assert said.startswith("history: database is locked") and "\n" not in said
+        assert len(provider_server.requests[0].body["messages"]) == 11
+        assert replies(app)[-1].text == "Still here."

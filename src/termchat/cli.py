@@ -209,7 +209,8 @@ def _main(argv: list[str], *, exit_now: bool = False) -> int:
     store: HistoryStore | None = None
     conversation: Conversation | None = None
     if args.continue_ or args.cid is not None or args.fork is not None:
-        store, conversation = _continued(config, args, history=history)
+        store, conversation = _continued(config, args, history=history,
+                                         opened=interactive and not args.demo)
     if args.demo and not interactive:
         raise UsageError("--demo opens the chat TUI: run it on a terminal, without a prompt")
     if interactive:
@@ -358,10 +359,11 @@ def _given(value: object) -> bool:
     return value is not None and value is not False
 
 
-def _continued(config: Config, args: argparse.Namespace, *,
-              history: bool) -> tuple[HistoryStore, Conversation]:
+def _continued(config: Config, args: argparse.Namespace, *, history: bool,
+               opened: bool = False) -> tuple[HistoryStore, Conversation]:
     """The open store and the stored conversation `-c` or `--cid` continues (or the copy
-    `--fork` makes), with the command line's model and overrides applied.
+    `--fork` makes), with the command line's model and overrides applied; `opened` in the
+    TUI, which reads a long one from its end (the rest after its first frame).
 
     Continuing needs the history: when it is off or cannot be opened, this raises instead of
     chatting on without the earlier turns the user asked for.
@@ -390,7 +392,12 @@ def _continued(config: Config, args: argparse.Namespace, *,
         if cid is None:
             raise UsageError("-c/--continue: there is no conversation to continue yet; leave "
                              "out -c to start one")
-        conversation = continue_conversation(config, store, cid)
+        if opened:
+            from termchat.tui import OPENED_EXCHANGES
+
+            conversation = continue_conversation(config, store, cid, recent=OPENED_EXCHANGES)
+        else:
+            conversation = continue_conversation(config, store, cid)
         conversation.switch_model(resolve(config, args) if args.model
                                   else _overridden(conversation.model, args))
     except BaseException:

@@ -571,6 +571,10 @@ class Conversation:
         self._preparing = asyncio.Lock()
         # The tools the model is offered (and how calls are run), when a front end has any.
         self.tools: ToolRunner | None = None
+        self.older: Callable[[list[Exchange]], tuple[list[Exchange], list[Exchange]]] \
+            | None = None
+        """Set while only the end of a stored conversation is here: reads the whole tree
+        (blocking), given the exchanges here, which it keeps; see `load_older`."""
 
     @property
     def system(self) -> str | None:
@@ -678,6 +682,23 @@ class Conversation:
         for exchange in chosen:
             self._chosen[exchange.parent] = exchange
         self._walk()
+
+    async def load_older(self) -> None:
+        """Read the rest of a conversation that came with its end alone (in a thread) and
+        put it in: the exchanges here stay, with all that came before them. A failure to
+        read it (a `HistoryError`) is raised, and the conversation goes on with its end."""
+        if self.older is None:
+            return
+        known = [exchange for after in self._after.values() for exchange in after]
+        try:
+            tree, chosen = await asyncio.to_thread(self.older, known)
+        except TermchatError:
+            self.older = None
+            raise
+        self.older = None
+        self._after.clear()
+        self._chosen.clear()
+        self.restore(tree, chosen)
 
     def _choose(self, exchange: Exchange) -> None:
         node: Exchange | None = exchange

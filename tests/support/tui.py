@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import html
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -69,6 +71,26 @@ async def wait_until(pilot: Pilot, condition: Callable[[], bool], timeout: float
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await pilot.pause(0.02)
+
+
+# A scrollbar's column at the end of a row: its thumb moves as estimated heights change.
+THUMB = re.compile("[\u2581-\u2588\u2594\u2595\\s]*$")
+
+
+def rows_on_screen(app: TermchatApp) -> list[str]:
+    """The screen's rows as text, from its screenshot."""
+    svg = app.export_screenshot()
+    rows = re.findall(r'<text class="[^"]*" x="[^"]*" y="([^"]*)"[^>]*>([^<]*)</text>', svg)
+    lines: dict[float, str] = {}
+    for y, text in rows:
+        lines[float(y)] = lines.get(float(y), "") + html.unescape(text).replace("\xa0", " ")
+    return [lines[y] for y in sorted(lines)]
+
+
+def view_rows(app: TermchatApp, rows: int) -> list[str]:
+    """The first `rows` rows on screen without the scrollbar's column, whose thumb moves as
+    estimated heights are corrected."""
+    return [THUMB.sub("", row) for row in rows_on_screen(app)[:rows]]
 
 
 def replies(app: TermchatApp) -> list[AssistantMessage]:

@@ -24,7 +24,7 @@ from termchat.untrusted import repair
 if TYPE_CHECKING:
     from termchat.config import Config, ModelConfig
     from termchat.history.store import HistoryStore
-    from termchat.turn import Conversation, Recorder, Reply
+    from termchat.turn import Conversation, Exchange, Recorder, Reply
 
 
 class ConversationRecord:
@@ -292,15 +292,21 @@ class _Unsaved:
         pass
 
 
-def continue_conversation(config: Config, store: HistoryStore, cid: int | str) -> Conversation:
+def continue_conversation(config: Config, store: HistoryStore, cid: int | str, *,
+                          recent: int | None = None) -> Conversation:
     """Stored conversation `cid`, ready to continue: new turns are recorded into it.
 
     Its model is the alias it was last used with, or, when that alias is gone from the
     config, the `provider:model` of its last reply. Raises `HistoryError` or `ConfigError`.
+
+    With `recent`, a long conversation comes with its last `recent` exchanges alone (what
+    opening it shows first) and `Conversation.older` reads the rest: a front end calls
+    `Conversation.load_older` once its first frame is out, and before anything uses the
+    conversation beyond showing it.
     """
     from termchat.turn import Conversation
 
-    loaded = store.load(cid)
+    loaded = store.load(cid, recent=recent)
     try:
         model = config.resolve_model(loaded.model or loaded.label)
     except ConfigError:
@@ -309,4 +315,10 @@ def continue_conversation(config: Config, store: HistoryStore, cid: int | str) -
         model = config.resolve_model(loaded.label)
     conversation = Conversation(model, history=store.resume(loaded.id))
     conversation.restore(loaded.tree, loaded.chosen)
+    if not loaded.whole:
+        def older(known: list[Exchange]) -> tuple[list[Exchange], list[Exchange]]:
+            whole = store.load(loaded.id, known=known)
+            return whole.tree, whole.chosen
+
+        conversation.older = older
     return conversation

@@ -166,6 +166,8 @@ class LoadedConversation:
     exchanges: list[Exchange]
     tree: list[Exchange]
     chosen: list[Exchange]
+    whole: bool = True
+    """False when only the end was read (`HistoryStore.load`'s `recent`)."""
 
 
 def message_from_row(row: sqlite3.Row, now: float, siblings: Siblings = ONLY,

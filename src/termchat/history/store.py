@@ -7,7 +7,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -46,6 +46,7 @@ from termchat.history.tree import Shape
 # searching and exporting stay quick to start.
 if TYPE_CHECKING:
     from termchat.history.recording import ConversationRecord
+    from termchat.turn import Exchange
 
 DEFAULT_TIMEOUT = 3.0
 PREVIEW_LENGTH = 100
@@ -249,14 +250,17 @@ class HistoryStore:
         """A conversation's active path: the messages shown and sent as context, in order,
         each with its alternatives (`siblings`). With `blobs`, attachments carry their
         bytes."""
-        return self._read(cid, blobs, Shape.path)
+        return self._read(cid, blobs, lambda shape, _: shape.path())[0]
 
     def tree(self, cid: int | str, *, blobs: bool = False) -> StoredConversation:
         """Every message of a conversation, every branch, in the order they were written."""
-        return self._read(cid, blobs, lambda shape: [node.id for node in shape.nodes.values()])
+        return self._read(cid, blobs, lambda shape, _: list(shape.nodes))[0]
 
     def _read(self, cid: int | str, blobs: bool,
-              chosen: Callable[[Shape], list[int]]) -> StoredConversation:
+              chosen: Callable[[Shape, sqlite3.Connection], list[int] | None]
+              ) -> tuple[StoredConversation, bool]:
+        """The messages `chosen` picks from the conversation's shape (None: all of them),
+        and whether they are all of them."""
         number = parse_cid(cid)
         with self._using() as db, snapshot(db):
             head = db.execute("SELECT id, title, model, created, updated FROM conversations "
@@ -264,22 +268,33 @@ class HistoryStore:
             if head is None:
                 raise not_found(cid)
             shape = Shape.read(db, number)
-            ids = chosen(shape)
+            picked = chosen(shape, db)
+            ids = list(shape.nodes) if picked is None else picked
             rows = {row["id"]: row for row in db.execute(
                 f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id {IN_IDS}", (json.dumps(ids),))}
             data = blob_data(db, ids) if blobs else None
         now = time.time()
         return StoredConversation(
             head["id"], head["title"], head["model"], head["created"], head["updated"],
-            messages=[message_from_row(rows[i], now, shape.siblings(i), data) for i in ids])
+            messages=[message_from_row(rows[i], now, shape.siblings(i), data) for i in ids],
+        ), picked is None
 
-    def load(self, cid: int | str) -> LoadedConversation:
+    def load(self, cid: int | str, *, recent: int | None = None,
+             known: Iterable[Exchange] = ()) -> LoadedConversation:
         """The conversation as exchanges to continue with `turn.Conversation`: every branch
         (each exchange with its parent, attachments with their bytes, message ids set), and
-        the active path through them."""
+        the active path through them.
+
+        With `recent`, a long conversation is read from its end: the last `recent`
+        exchanges of the path and the alternatives at their places (the first of them
+        starting the tree), `whole` False. Reading the whole later with those exchanges as
+        `known` keeps them as they are (each given its parent), so what shows them stays
+        right."""
         from termchat.turn import Exchange
 
-        stored = self.tree(cid, blobs=True)
+        stored, whole = self._read(cid, True, (lambda shape, _: None) if recent is None
+                            else (lambda shape, db: shape.end(db, recent)))
+        kept = {(exchange.asked, exchange.message_ids): exchange for exchange in known}
         prompts = {m.id: m for m in stored.messages if m.role == "user"}
         by_reply: dict[int, Exchange] = {}
         tree: list[Exchange] = []
@@ -291,11 +306,16 @@ class HistoryStore:
             prompt = prompts.get(message.parent_id) if message.parent_id is not None else None
             after = prompt.parent_id if prompt is not None else message.parent_id
             parent = by_reply.get(after) if after is not None else None
-            exchange = Exchange(
-                prompt.text if prompt else "", message.to_reply(),
-                attachments=prompt.attachments if prompt else (), parent=parent,
-                asked=prompt.id if prompt else message.id,
-                message_ids=(prompt.id, message.id) if prompt else None)
+            asked = prompt.id if prompt else message.id
+            ids = (prompt.id, message.id) if prompt else None
+            exchange = kept.get((asked, ids))
+            if exchange is None:
+                exchange = Exchange(
+                    prompt.text if prompt else "", message.to_reply(),
+                    attachments=prompt.attachments if prompt else (), parent=parent,
+                    asked=asked, message_ids=ids)
+            else:
+                exchange.parent = parent
             by_reply[message.id] = exchange
             tree.append(exchange)
             if message.active and (prompt is None or prompt.active):
@@ -307,7 +327,7 @@ class HistoryStore:
         replies = [exchange.reply for exchange in path]
         label = f"{replies[-1].provider}:{replies[-1].model}" if replies else ""
         return LoadedConversation(stored.id, stored.title, stored.model, label, path, tree,
-                                  list(chosen.values()))
+                                  list(chosen.values()), whole)
 
     def siblings(self, message_id: int) -> Siblings:
         """A message's alternatives (its parent's children), oldest first, and its place."""

@@ -5,6 +5,7 @@ inactive ends it (an undone exchange)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass
 
@@ -52,6 +53,29 @@ class Shape:
             seen.add(node.id)
             node = self.active_child(node.id)
         return path
+
+    def end(self, db: sqlite3.Connection, exchanges: int) -> list[int] | None:
+        """What showing the last `exchanges` exchanges of the active path reads: the path
+        from its `exchanges`-th last prompt on, each message with its alternatives (its
+        siblings) and theirs (their children), in the order they were written. None when
+        that would be the whole path."""
+        path = self.path()
+        tail = path[-3 * exchanges:]  # prompts are every other message, or fewer
+        prompts = {row[0] for row in db.execute(
+            "SELECT id FROM messages WHERE role = 'user' AND id IN "
+            "(SELECT value FROM json_each(?))", (json.dumps(tail),))}
+        starts = [index for index, message in enumerate(tail) if message in prompts]
+        if not starts:
+            return None
+        start = starts[-exchanges] if len(starts) >= exchanges else starts[0]
+        if len(tail) - start == len(path):
+            return None
+        chosen: set[int] = set()
+        for message in tail[start:]:
+            for sibling in self.children[self.nodes[message].parent_id]:
+                chosen.add(sibling.id)
+                chosen.update(child.id for child in self.children.get(sibling.id, ()))
+        return sorted(chosen, key=lambda message: self.nodes[message].seq)
 
     def ancestry(self, message_id: int) -> list[int]:
         """The messages from the first prompt down to `message_id`, included."""

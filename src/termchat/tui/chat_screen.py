@@ -29,6 +29,7 @@ from termchat.content import Attachment, ToolCall, ToolResult
 from termchat.errors import ConfigError, TermchatError
 from termchat.events import Event, ReasoningDelta, TextDelta, ToolCallArguments
 from termchat.keys import keys
+from termchat.tui import OPENED_EXCHANGES
 from termchat.tui.attach import AttachmentTray, AttachScreen, rejected, sent_with
 from termchat.tui.conversation import ConversationView, Pending, estimate_rows
 from termchat.tui.keybar import KeyBar
@@ -148,6 +149,9 @@ class ChatScreen(Screen[None]):
         self._editing_partial: Exchange | None = None
         # Prompts entered while a reply streams, sent in order as each reply ends.
         self._queue: list[str] = []
+        # While the start of a conversation opened at its end is read (`_read_older`): what
+        # waits for it (a prompt sent, a steering key), to run once it is in.
+        self._waiting: list[Callable[[], object]] | None = None
         # Cost and context (termchat.tui.meter).
         self.meter = Meter(self, config, self._update_status)
         # The MCP servers and approval rules, once the app has started them (after the first
@@ -278,6 +282,70 @@ class ChatScreen(Screen[None]):
         self._update_status()
         # Once the messages are laid out and rendered, their lines are long-lived.
         self.call_after_refresh(_keep_out_of_gc)
+        if self.conversation.older is not None and self._waiting is None:
+            self._waiting = []
+            self.call_after_refresh(self._read_older_soon)
+
+    def _read_older_soon(self) -> None:
+        if self._waiting is not None:
+            self.run_worker(self._read_older(self.conversation, self._waiting),
+                            group="older", exclusive=True, exit_on_error=False)
+
+    async def _read_older(self, conversation: Conversation,
+                          waiting: list[Callable[[], object]]) -> None:
+        """`conversation` opened with its end alone (its first frame is out): read the rest
+        in a thread and put it above what is shown, the view still showing what it showed.
+        What waited for it (`waiting`, see `_held`) runs then, in order."""
+        from termchat.history import HistoryError
+
+        shown = list(conversation.exchanges)
+        try:
+            await conversation.load_older()
+        except HistoryError as exc:
+            notify(self, f"{exc.message}. The earlier part of this conversation could not "
+                   "be read: replies from here on do not see it.", severity="error")
+        else:
+            if conversation is self.conversation:
+                await self._show_older(shown)
+        finally:
+            self._release(waiting)
+
+    def _release(self, waiting: list[Callable[[], object]] | None) -> None:
+        """What waited for the conversation to be all in runs now (once)."""
+        if waiting is None:
+            return
+        if self._waiting is waiting:
+            self._waiting = None
+        held, waiting[:] = list(waiting), []
+        for then in held:
+            self.call_later(then)
+
+    async def _show_older(self, shown: list[Exchange]) -> None:
+        path = self.conversation.exchanges
+        older = path[:len(path) - len(shown)]
+        if len(older) + len(shown) != len(path) or any(
+                a is not b for a, b in zip(path[len(older):], shown, strict=True)):
+            await self._show_exchanges()  # written to meanwhile (by another termchat)
+            return
+        view = self.query_one(ConversationView)
+        await view.add_older([self._pending(exchange) for exchange in older])
+        self.meter.grew(self.conversation)
+        self.call_after_refresh(_keep_out_of_gc)
+
+    def _submit_held(self) -> None:
+        """Enter was pressed while the conversation was being read: what the input holds
+        now goes (in this turn: a key held after it sees it sent)."""
+        text = self.query_one(PromptInput).text
+        if text.strip() or self.query_one(AttachmentTray).chips.attachments:
+            self.on_prompt_input_submitted(PromptInput.Submitted(text))
+
+    def _held(self, then: Callable[[], object]) -> bool:
+        """While the start of the conversation shown is being read (a moment after it
+        opens at its end): `then` is kept to run once it is in, and True."""
+        if self._waiting is None:
+            return False
+        self._waiting.append(then)
+        return True
 
     def _pending(self, exchange: Exchange, *, reply: bool = True) -> Pending:
         """An exchange as the view mounts it when it comes near (its prompt alone without
@@ -333,6 +401,9 @@ class ChatScreen(Screen[None]):
             return False
         old = self.conversation
         self.conversation = conversation
+        # Another conversation: what waited for the old one's start runs on this one.
+        self.workers.cancel_group(self, "older")
+        self._release(self._waiting)
         self._tools_chosen = False
         self._attach_tools(conversation)
         self.run_worker(old.aclose())
@@ -372,6 +443,9 @@ class ChatScreen(Screen[None]):
             self._editing = self._editing_partial = None
 
     def on_prompt_input_submitted(self, message: PromptInput.Submitted) -> None:
+        # Held, the prompt stays in the input: what it holds then is sent.
+        if self._held(self._submit_held):
+            return
         if self.streaming:
             self._enqueue(message.text)
             return
@@ -557,7 +631,11 @@ class ChatScreen(Screen[None]):
                 return self.app.get_key_display(active.binding)
         return ""
 
-    def _steer(self, what: str) -> bool:
+    def _steer(self, what: str, then: Callable[[], object]) -> bool:
+        """Whether a steering action may go on now: not while a reply streams (said), nor
+        before the conversation is all in (`then` is the action again, for then)."""
+        if self._held(then):
+            return False
         if self.streaming:
             notify(self, f"A reply is still streaming: press Escape to cancel it, then "
                    f"{what}.", severity="warning")
@@ -565,7 +643,7 @@ class ChatScreen(Screen[None]):
         return True
 
     def action_regenerate(self) -> None:
-        if self._steer("regenerate"):
+        if self._steer("regenerate", self.action_regenerate):
             self._worker = self._regenerate()
             self.refresh_bindings()
 
@@ -580,7 +658,7 @@ class ChatScreen(Screen[None]):
         await self._stream_reply(exchange)
 
     def action_continue_reply(self) -> None:
-        if self._steer("continue it"):
+        if self._steer("continue it", self.action_continue_reply):
             self._worker = self._continue()
             self.refresh_bindings()
 
@@ -599,7 +677,7 @@ class ChatScreen(Screen[None]):
     def action_edit_partial(self) -> None:
         """A cut-off or cancelled reply's text into the input: Enter continues from it as
         edited (a wrong turn trimmed, say)."""
-        if not self._steer("edit it"):
+        if not self._steer("edit it", self.action_edit_partial):
             return
         try:
             last = self.conversation.resumable()
@@ -622,7 +700,7 @@ class ChatScreen(Screen[None]):
     def edit_prompt(self, exchange: Exchange) -> None:
         """`exchange`'s prompt (any on the path) into the input: Enter sends it as a new
         branch at its place; the old branch is kept and can be flipped back to."""
-        if not self._steer("edit the prompt"):
+        if not self._steer("edit the prompt", lambda: self.edit_prompt(exchange)):
             return
         self._editing, self._editing_partial = exchange, None
         prompt_input = self.query_one(PromptInput)
@@ -635,7 +713,7 @@ class ChatScreen(Screen[None]):
     async def action_undo(self) -> None:
         """Take the last exchange back (kept as an abandoned branch); its prompt goes back
         in the input."""
-        if not self._steer("undo"):
+        if not self._steer("undo", self.action_undo):
             return
         undone = self.conversation.undo()
         if undone is None:
@@ -646,7 +724,7 @@ class ChatScreen(Screen[None]):
         self._restore_prompt(undone.prompt)
 
     def action_fork(self) -> None:
-        if self._steer("fork"):
+        if self._steer("fork", self.action_fork):
             self._fork()
 
     @work(group="open", exclusive=True)
@@ -683,7 +761,7 @@ class ChatScreen(Screen[None]):
         """Show `exchange`'s previous or next alternative: another reply to its prompt (or,
         with `prompts` or when there is no other reply, another prompt at its place); the
         path below it follows, and it is what the next turn sends."""
-        if not self._steer("flip"):
+        if not self._steer("flip", lambda: self.flip(exchange, step, prompts=prompts)):
             return
         options = self.conversation.alternatives(exchange)
         if len(options.replies) > 1 and not (prompts and len(options.prompts) > 1):
@@ -748,6 +826,8 @@ class ChatScreen(Screen[None]):
 
     def action_show_cost(self) -> None:
         """The detail view: each reply's tokens and cost, the chat's, and the context."""
+        if self._held(self.action_show_cost):
+            return
         self.app.push_screen(CostScreen(self.meter.report(self.conversation)))
 
     def action_new_conversation(self) -> None:
@@ -935,7 +1015,7 @@ class ChatScreen(Screen[None]):
         assert self.history is not None
         try:
             conversation = await asyncio.to_thread(continue_conversation, self.config,
-                                                   self.history, cid)
+                                                   self.history, cid, recent=OPENED_EXCHANGES)
         except (HistoryError, ConfigError) as exc:
             notify(self, exc.message, severity="error")
             return

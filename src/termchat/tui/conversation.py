@@ -157,6 +157,23 @@ class ConversationView(VerticalScroll):
         if older:
             self.call_after_refresh(self._prerender)
 
+    async def add_older(self, older: Sequence[Pending]) -> None:
+        """Exchanges that come before all the view has (read after it opened) go above it,
+        behind the stand-in at the top; the view shows what it showed."""
+        if not older:
+            return
+        first = self.children[0] if self.children else None
+        if not isinstance(first, StandIn):
+            first = StandIn([])
+            await self.mount(first, before=0)
+        width = self._content_width()
+        before = first.rows_at(width) if first.pending else 0
+        first.pending[:0] = older
+        first.changed()
+        self.shift(first.rows_at(width) - before)
+        self._lay_out_afresh()
+        self._prerender()
+
     def _release_anchor(self) -> None:
         self.anchor(False)
         # Textual sets an anchored view's scroll unchecked: within bounds again.

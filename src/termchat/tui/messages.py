@@ -282,6 +282,10 @@ class AssistantMessage(Widget):
         return line.apply_style(self._style)
 
     def _rebuild(self, width: int) -> None:
+        if self._renderer.console is None:
+            # Laid out before its mount was handled: a layout from the screen's update timer
+            # may come between the two.
+            self._renderer.console = self.app.console
         previous = self._lines if width == self._width else []
         self._width = width
         self._stale = False

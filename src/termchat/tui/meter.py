@@ -125,6 +125,11 @@ class Meter:
         self._follow(conversation)
         self._refresh()
 
+    def grew(self, conversation: Conversation) -> None:
+        """`conversation`'s earlier exchanges came in: it opened with its end alone."""
+        self._follow(conversation)
+        self._refresh()
+
     def gauge(self, conversation: Conversation, reply: Reply | None) -> Gauge | None:
         """What the status bar shows while `reply` is the one on it: its cost once priced;
         while another streams, the conversation's cost so far and the last known room."""
@@ -152,7 +157,10 @@ class Meter:
     # -- pricing -------------------------------------------------------------------------------
 
     def _refresh(self) -> None:
-        if self._conversation is not None and self._conversation.exchanges:
+        # A conversation that opened with its end alone is priced once it is all in: the
+        # chat's cost is the sum over all of it.
+        if self._conversation is not None and self._conversation.exchanges \
+                and self._conversation.older is None:
             self._screen.run_worker(self._price(self._conversation), group="meter",
                                     exclusive=True, exit_on_error=False)
 
