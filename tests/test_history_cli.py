@@ -36,6 +36,7 @@ from termchat.devserver import ProviderServer, Script
 from termchat.errors import RateLimitedError
 from termchat.events import Finish, Usage
 from termchat.history import ConversationRecord, HistoryStore, as_json
+from termchat.tui import OPENED_EXCHANGES
 from termchat.turn import Conversation, Reply, Status
 from tests.support.cli import (
     BASE_CONFIG,
@@ -732,3 +733,23 @@ def test_continue_in_a_real_terminal_shows_the_last_conversation_and_goes_on_wit
     assert messages(db_of(tmp_path), 2)[4:] == [
         (4, "user", "Deepest point?", "complete"),
         (5, "assistant", "The Mariana Trench.", "complete")]
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_continuing_a_long_conversation_at_once_sends_all_of_it(
+        tmux: Tmux, provider_server: ProviderServer, tmp_path: Path) -> None:
+    """The TUI reads a long conversation's end before its first frame and the rest after it:
+    a prompt typed the moment the end shows still goes with every earlier exchange."""
+    exchanges = OPENED_EXCHANGES * 3
+    seed(db_of(tmp_path), *[(f"Question {n}?", stored(f"Answer {n}.")) for n in range(exchanges)])
+    provider_server.queue(Script(text="All of them.", chunk_size=4, delay=0.01))
+    tmux.start(f"{TERMCHAT} -c; echo EXIT=$?; sleep 600")
+    tmux.wait_for(rf"Answer {exchanges - 1}\.")
+    tmux("send-keys", "-l", "How many?")
+    tmux("send-keys", "Enter")
+    tmux.wait_for(r"All of them\.")
+    tmux("send-keys", "C-q")
+    tmux.wait_for(r"^EXIT=0$")
+    sent = [m["content"] for m in provider_server.requests[-1].body["messages"]]
+    assert sent == [*itertools.chain.from_iterable(
+        (f"Question {n}?", f"Answer {n}.") for n in range(exchanges)), "How many?"]
