@@ -543,14 +543,16 @@ async def test_a_long_conversation_opens_at_its_end_and_the_rest_comes_in_unseen
             str(message.render()) for message in app.chat.query(UserMessage)])
 
 
+@pytest.mark.parametrize("key", ["regenerate", "new_conversation"])
 async def test_a_prompt_and_a_key_before_the_rest_is_in_wait_for_it_then_go_with_all(
-        provider_server: ProviderServer, store: HistoryStore) -> None:
+        provider_server: ProviderServer, store: HistoryStore, key: str) -> None:
     app, go_on = _opened_at_its_end(provider_server, store, 30, 5)
-    provider_server.queue(Script(text="A new answer."))
+    provider_server.queue(Script(text="A new answer.", chunk_size=4, delay=0.02))
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause(0.1)
+        chat = app.chat.conversation
         await send(pilot, "And then?")
-        await pilot.press(keys("regenerate").split(",")[0])
+        await pilot.press(keys(key).split(",")[0])
         await pilot.pause(0.2)
         assert provider_server.requests == []
         assert app.chat.query_one(PromptInput).text == "And then?"  # kept, not lost
@@ -559,14 +561,15 @@ async def test_a_prompt_and_a_key_before_the_rest_is_in_wait_for_it_then_go_with
         await finish(pilot)
         # All thirty exchanges went as context, then the new prompt.
         assert len(provider_server.requests[0].body["messages"]) == 61
-        assert len(app.chat.conversation.exchanges) == 31
+        assert app.chat.conversation is chat and len(chat.exchanges) == 31
         assert app.chat.query_one(PromptInput).text == ""
     with HistoryStore.open(store.path) as again:
         cid = again.last_conversation_id()
         assert cid is not None
         assert [m.text for m in again.get(cid).messages][-2:] == ["And then?",
                                                                   "A new answer."]
-        # F5 came after Enter: it met the reply streaming, and was refused as it would be.
+        # The key came after Enter: it met the reply streaming, and was refused as it would
+        # be (no new reply, no new chat).
         assert len(again.tree(cid).messages) == 62
 
 

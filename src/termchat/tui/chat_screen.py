@@ -831,6 +831,8 @@ class ChatScreen(Screen[None]):
         self.app.push_screen(CostScreen(self.meter.report(self.conversation)))
 
     def action_new_conversation(self) -> None:
+        if self._held(self.action_new_conversation):  # after what was asked before it
+            return
         if self.streaming:
             self.notify("Cancel the reply in flight (Escape) before starting a new chat.",
                         severity="warning")
@@ -979,6 +981,8 @@ class ChatScreen(Screen[None]):
     def action_history(self) -> None:
         from termchat.tui.history_screen import HistoryScreen
 
+        if self._held(self.action_history):  # after what was asked before it
+            return
         if self.history is None:
             notify(self, self._history_off(), title="No history", severity="warning",
                    timeout=8)
