@@ -10,6 +10,7 @@ import importlib
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -380,16 +381,16 @@ class ChatScreen(Screen[None]):
                                     + CALL_ROWS * calls)
             return estimates[width]
 
-        def prerender(seconds: float) -> bool:
+        def prerender() -> Callable[[], None] | None:
             nonlocal ahead
             shown = self.query(AssistantMessage)
-            if not shown or calls:
-                return True  # no width to render at yet: mounting renders it
-            if ahead is None:
-                from termchat.tui.blocks import Prerender
+            if not shown or calls or (ahead is not None and ahead.started):
+                return None  # no width to render at yet (mounting renders it), or begun
+            from termchat.tui.blocks import Prerender
 
-                ahead = Prerender(safe(text), self.app.console)
-            return ahead.step(shown.last().size.width, seconds)
+            ahead = Prerender(safe(text), self.app.console)
+            ahead.started = True
+            return partial(ahead.run, shown.last().size.width)
 
         return Pending(make, estimate, prerender)
 
