@@ -52,20 +52,32 @@ class BlockRenderer:
         return settled[:stable] + [Strip(line, width) for line in lines[stable:]]
 
 
+# Text rendered ahead per step: a few milliseconds of Markdown at a time.
+PRERENDER_CHARS = 1500
+
+
 class Prerender:
-    """A stored reply rendered ahead of being shown, whole, in a thread: neither a frame nor
-    a key waits for it, however long one of its blocks (a table, a long code block) takes to
-    render, and mounting it then costs nothing."""
+    """A stored reply rendered ahead of being shown, a slice at a time in idle moments, so
+    mounting it costs nothing."""
 
     def __init__(self, text: str, console: Console) -> None:
         self._text = text
+        self._fed = 0
         self.renderer = BlockRenderer(console=console)
-        self.started = False
-        self.done = False
-        """Set once `run` has rendered all of it: only then is `renderer` anyone else's."""
 
-    def run(self, width: int) -> None:
-        """Render all of it at `width` (in a thread, once)."""
-        self.renderer.append(self._text)
-        self.renderer.lines(width)
-        self.done = True
+    @property
+    def done(self) -> bool:
+        return self._fed >= len(self._text)
+
+    def step(self, width: int, seconds: float) -> bool:
+        """Render on at `width` for about `seconds`; True once all of it is rendered."""
+        import time
+
+        deadline = time.perf_counter() + seconds
+        while True:
+            if self._fed < len(self._text):
+                self.renderer.append(self._text[self._fed:self._fed + PRERENDER_CHARS])
+                self._fed += PRERENDER_CHARS
+            self.renderer.lines(width)
+            if self.done or time.perf_counter() >= deadline:
+                return self.done

@@ -10,7 +10,6 @@ import importlib
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -381,16 +380,16 @@ class ChatScreen(Screen[None]):
                                     + CALL_ROWS * calls)
             return estimates[width]
 
-        def prerender() -> Callable[[], None] | None:
+        def prerender(seconds: float) -> bool:
             nonlocal ahead
             shown = self.query(AssistantMessage)
-            if not shown or calls or (ahead is not None and ahead.started):
-                return None  # no width to render at yet (mounting renders it), or begun
-            from termchat.tui.blocks import Prerender
+            if not shown or calls:
+                return True  # no width to render at yet: mounting renders it
+            if ahead is None:
+                from termchat.tui.blocks import Prerender
 
-            ahead = Prerender(safe(text), self.app.console)
-            ahead.started = True
-            return partial(ahead.run, shown.last().size.width)
+                ahead = Prerender(safe(text), self.app.console)
+            return ahead.step(shown.last().size.width, seconds)
 
         return Pending(make, estimate, prerender)
 

@@ -26,6 +26,9 @@ from textual.widget import Widget
 
 # Opening a conversation mounts the messages that fill this many screens from the bottom.
 SCREENS_MOUNTED = 2
+# Rendering ahead of the scroll, in idle time: at most this long at a stretch, so a frame
+# or a key never waits for it.
+PRERENDER_SLICE = 0.004
 
 
 @dataclass
@@ -35,9 +38,8 @@ class Pending:
     make: Callable[[], list[Widget]]
     estimate: Callable[[int], int]
     """Rows at a content width: measured once shown, estimated before."""
-    prerender: Callable[[], Callable[[], None] | None] | None = None
-    """A job that renders them ahead, to run in a thread; None when there is nothing (more)
-    to do."""
+    prerender: Callable[[float], bool] | None = None
+    """Render ahead for at most some seconds; True once done."""
 
 
 class StandIn(Widget):
@@ -320,13 +322,16 @@ class ConversationView(VerticalScroll):
 
     async def _render_ahead(self) -> None:
         """Render the next messages to mount (those at the edges of the stand-ins next to
-        the mounted ones) ahead, one at a time in a thread."""
+        the mounted ones) in idle slices."""
         for stand_in in self.stand_ins:
             nearest = stand_in.pending[-SCREENS_MOUNTED * 2:][::-1] + stand_in.pending[:2]
             for item in nearest:
-                job = item.prerender() if item.prerender is not None else None
-                if job is not None:
-                    await asyncio.to_thread(job)
+                if item.prerender is None:
+                    continue
+                while not item.prerender(PRERENDER_SLICE):
+                    await asyncio.sleep(0)
+                await asyncio.sleep(0)
+
 
     def content_grew(self, lines: int = 0) -> None:
         """Call after adding to a message (`lines` taller, when known); keeps the newest line

@@ -15,7 +15,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
 
-from termchat.tui.conversation import ConversationView, estimate_rows
+from termchat.tui.conversation import PRERENDER_SLICE, ConversationView, estimate_rows
 from termchat.turn import Status
 from termchat.untrusted import Safe
 
@@ -376,19 +376,16 @@ class AssistantMessage(Widget):
                         exit_on_error=False)
 
     async def _render_whole(self) -> None:
-        """Render the whole reply in a thread, then show it in place of its end alone,
+        """Render the whole reply a slice at a time, then show it in place of its end alone,
         keeping what the view shows where it is."""
         from termchat.markdown_lines import fence_languages, load_highlighters
         from termchat.tui.blocks import Prerender
 
-        text, width = self.text, self._width
-        ahead = Prerender(text, self.app.console)
-
-        def render() -> None:
-            load_highlighters(fence_languages(text))
-            ahead.run(width)
-
-        await asyncio.to_thread(render)
+        text = self.text
+        await asyncio.to_thread(lambda: load_highlighters(fence_languages(text)))
+        ahead = Prerender(self.text, self.app.console)
+        while self._tail_first and not ahead.step(self._width, PRERENDER_SLICE):
+            await asyncio.sleep(0)
         if self._tail_first:
             self._renderer = ahead.renderer
             self._whole_now()
