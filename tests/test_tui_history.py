@@ -17,6 +17,7 @@ from termchat.devserver import ProviderServer, Script
 from termchat.history import HistoryError, HistoryStore, continue_conversation
 from termchat.keys import keys
 from termchat.sample import long_reply
+from termchat.tui import OPENED_EXCHANGES
 from termchat.tui.app import TermchatApp
 from termchat.tui.conversation import ConversationView
 from termchat.tui.history_screen import HistoryScreen
@@ -275,6 +276,28 @@ async def test_enter_opens_a_conversation_and_the_next_prompt_continues_it(
         # Continuing made it the most recent: first in the list.
         await open_history(pilot)
         assert listed(pilot)[0].startswith("Capital of France?\n4 messages")
+
+
+async def test_a_long_conversation_opened_from_the_history_goes_on_with_all_of_it(
+        provider_server: ProviderServer, store: HistoryStore) -> None:
+    model = model_for(provider_server)
+    exchanges = OPENED_EXCHANGES * 2
+    saved(store, *[(f"Question {n}?", f"Answer {n}.") for n in range(exchanges)], model=model,
+          at=MAY_1)
+    saved(store, ("Best pizza?", "Napoli."), model=model, at=MAY_1 + DAY)
+    provider_server.queue(Script(text="All of them."))
+    app = make_app(store, model)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_history(pilot)
+        await search(pilot, "Question 0")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.screen is app.chat and bool(replies(app))
+                         and replies(app)[-1].text == f"Answer {exchanges - 1}.")
+        await send(pilot, "How many?")
+        await finish(pilot)
+        sent = [m["content"] for m in provider_server.requests[-1].body["messages"]]
+        assert len(sent) == 2 * exchanges + 1
+        assert sent[:2] == ["Question 0?", "Answer 0."] and sent[-1] == "How many?"
 
 
 async def test_a_conversation_whose_alias_is_gone_continues_with_its_last_model(
