@@ -19,6 +19,7 @@ from termchat.keys import keys
 from termchat.sample import long_reply
 from termchat.tui import OPENED_EXCHANGES
 from termchat.tui.app import TermchatApp
+from termchat.tui.chat_screen import ChatScreen
 from termchat.tui.conversation import ConversationView
 from termchat.tui.history_screen import HistoryScreen
 from termchat.tui.messages import UserMessage
@@ -114,6 +115,14 @@ async def search(pilot: Pilot, text: str) -> None:
     history_screen(pilot).query_one("#history-search", Input).value = text
     await pilot.pause()  # the change starts the (debounced) search worker, which settle awaits
     await settle(pilot)
+
+
+async def open_found(pilot: Pilot, text: str) -> None:
+    """Ctrl+R, search for `text`, Enter on the first found: the chat screen shows it."""
+    await open_history(pilot)
+    await search(pilot, text)
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, ChatScreen))
 
 
 def test_snapshot_of_the_history_view(store: HistoryStore, snap_compare: SnapCompare) -> None:
@@ -255,10 +264,7 @@ async def test_enter_opens_a_conversation_and_the_next_prompt_continues_it(
     provider_server.queue(Script(text="About 2.1 million."))
     app = make_app(store, model)
     async with app.run_test(size=(100, 30)) as pilot:
-        await open_history(pilot)
-        await search(pilot, "paris")
-        await pilot.press("enter")
-        await wait_until(pilot, lambda: app.screen is app.chat)
+        await open_found(pilot, "paris")
         assert [str(m.render()) for m in app.chat.query(UserMessage)] == ["Capital of France?"]
         assert [m.text for m in replies(app)] == ["Paris."]
 
@@ -288,10 +294,8 @@ async def test_a_long_conversation_opened_from_the_history_goes_on_with_all_of_i
     provider_server.queue(Script(text="All of them."))
     app = make_app(store, model)
     async with app.run_test(size=(100, 30)) as pilot:
-        await open_history(pilot)
-        await search(pilot, "Question 0")
-        await pilot.press("enter")
-        await wait_until(pilot, lambda: app.screen is app.chat and bool(replies(app))
+        await open_found(pilot, "Question 0")
+        await wait_until(pilot, lambda: bool(replies(app))
                          and replies(app)[-1].text == f"Answer {exchanges - 1}.")
         await send(pilot, "How many?")
         await finish(pilot)

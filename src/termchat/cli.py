@@ -392,12 +392,10 @@ def _continued(config: Config, args: argparse.Namespace, *, history: bool,
         if cid is None:
             raise UsageError("-c/--continue: there is no conversation to continue yet; leave "
                              "out -c to start one")
+        recent: int | None = None
         if opened:
-            from termchat.tui import OPENED_EXCHANGES
-
-            conversation = continue_conversation(config, store, cid, recent=OPENED_EXCHANGES)
-        else:
-            conversation = continue_conversation(config, store, cid)
+            from termchat.tui import OPENED_EXCHANGES as recent
+        conversation = continue_conversation(config, store, cid, recent=recent)
         conversation.switch_model(resolve(config, args) if args.model
                                   else _overridden(conversation.model, args))
     except BaseException:

@@ -158,7 +158,6 @@ class AssistantMessage(Widget):
         return again
 
     def on_mount(self) -> None:
-        self._renderer.console = self.app.console
         if self.streaming and self._cursor_blink:
             self._blink = self.set_interval(BLINK_SECONDS, self._toggle_cursor)
 
@@ -283,8 +282,8 @@ class AssistantMessage(Widget):
 
     def _rebuild(self, width: int) -> None:
         if self._renderer.console is None:
-            # Laid out before its mount was handled: a layout from the screen's update timer
-            # may come between the two.
+            # Here, not on mount: a layout from the screen's update timer may come before the
+            # mount is handled.
             self._renderer.console = self.app.console
         previous = self._lines if width == self._width else []
         self._width = width
