@@ -150,7 +150,7 @@ class ChatScreen(Screen[None]):
         # Prompts entered while a reply streams, sent in order as each reply ends.
         self._queue: list[str] = []
         # While the start of a conversation opened at its end is read (`_read_older`): what
-        # waits for it (a prompt sent, a steering key), to run once it is in.
+        # waits for it (a steering key, a prompt's send), to run once it is in.
         self._waiting: list[Callable[[], object]] | None = None
         # Cost and context (termchat.tui.meter).
         self.meter = Meter(self, config, self._update_status)
@@ -196,7 +196,10 @@ class ChatScreen(Screen[None]):
         """The provider's SDK, then the Markdown renderer (markdown-it, Rich's Markdown,
         Pygments) and the highlighters of the commonest languages (compiling one's rules on
         first use took 2-40 ms, on the event loop mid-reply), each loaded in a thread: neither
-        the first frame nor the first reply's first text waits for them."""
+        the first frame nor the first reply's first text waits for them. The start of a
+        conversation opened at its end is read before: in two threads at once, each would take
+        as long as both."""
+        await self._all_in()
         await self.conversation.prepare()
         await asyncio.to_thread(importlib.import_module, "termchat.tui.blocks")
         from termchat.markdown_lines import COMMON_LANGUAGES, load_highlighters
@@ -332,12 +335,12 @@ class ChatScreen(Screen[None]):
         self.meter.grew(self.conversation)
         self.call_after_refresh(_keep_out_of_gc)
 
-    def _submit_held(self) -> None:
-        """Enter was pressed while the conversation was being read: what the input holds
-        now goes (in this turn: a key held after it sees it sent)."""
-        text = self.query_one(PromptInput).text
-        if text.strip() or self.query_one(AttachmentTray).chips.attachments:
-            self.on_prompt_input_submitted(PromptInput.Submitted(text))
+    async def _all_in(self) -> None:
+        """Wait until the conversation shown is all in (see `_read_older`)."""
+        if self._waiting is not None:
+            done = asyncio.Event()
+            self._waiting.append(done.set)
+            await done.wait()
 
     def _held(self, then: Callable[[], object]) -> bool:
         """While the start of the conversation shown is being read (a moment after it
@@ -443,9 +446,6 @@ class ChatScreen(Screen[None]):
             self._editing = self._editing_partial = None
 
     def on_prompt_input_submitted(self, message: PromptInput.Submitted) -> None:
-        # Held, the prompt stays in the input: what it holds then is sent.
-        if self._held(self._submit_held):
-            return
         if self.streaming:
             self._enqueue(message.text)
             return
@@ -501,6 +501,8 @@ class ChatScreen(Screen[None]):
         # The prompt is on screen in the frame after Enter, before anything that takes time.
         await self._painted()
         await view.collapse_above()
+        # A conversation opened at its end goes on from all of it: its start is read first.
+        await self._all_in()
         tools = self.tools
         if not self.conversation.ready or (tools is not None and tools.starting):
             self._connecting = True
@@ -831,8 +833,6 @@ class ChatScreen(Screen[None]):
         self.app.push_screen(CostScreen(self.meter.report(self.conversation)))
 
     def action_new_conversation(self) -> None:
-        if self._held(self.action_new_conversation):  # after what was asked before it
-            return
         if self.streaming:
             self.notify("Cancel the reply in flight (Escape) before starting a new chat.",
                         severity="warning")
@@ -981,8 +981,6 @@ class ChatScreen(Screen[None]):
     def action_history(self) -> None:
         from termchat.tui.history_screen import HistoryScreen
 
-        if self._held(self.action_history):  # after what was asked before it
-            return
         if self.history is None:
             notify(self, self._history_off(), title="No history", severity="warning",
                    timeout=8)
