@@ -603,6 +603,23 @@ async def test_a_prompt_and_a_key_before_the_rest_is_in_show_wait_then_go_with_a
 
 
 
+async def test_a_regenerate_before_the_rest_is_in_waits_for_it_then_goes_with_all(
+        provider_server: ProviderServer, store: HistoryStore) -> None:
+    app, go_on = _opened_at_its_end(provider_server, store, 30, 5)
+    provider_server.queue(Script(text="Another answer."))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.1)
+        await pilot.press(keys("regenerate").split(",")[0])
+        await pilot.pause(0.2)
+        assert provider_server.requests == []
+        go_on.set()
+        await wait_until(pilot, lambda: bool(provider_server.requests))
+        await finish(pilot)
+        # The 29 exchanges before the last as context, then its prompt again.
+        assert len(provider_server.requests[0].body["messages"]) == 59
+        assert replies(app)[-1].text == "Another answer."
+
+
 async def test_when_the_rest_cannot_be_read_it_says_so_and_the_chat_goes_on_with_its_end(
         provider_server: ProviderServer, store: HistoryStore) -> None:
     app, go_on = _opened_at_its_end(provider_server, store, 30, 5, fails=True)
