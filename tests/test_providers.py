@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import itertools
 import json
 import subprocess
 import sys
@@ -40,7 +41,7 @@ from termchat.errors import (
 )
 from termchat.events import Event, Finish, FinishKind, ReasoningDelta, TextDelta, Usage
 from termchat.providers import ChatRequest, Message, Provider
-from termchat.providers._base import SDKProvider
+from termchat.providers._base import READ_PACE, SDKProvider
 from termchat.turn import Conversation, Reply, Status, run_turn
 from tests.support.models import KEY, PROVIDERS, closed_port, model_for, opened
 
@@ -142,6 +143,29 @@ async def test_text_arrives_piece_by_piece_while_the_server_is_still_sending(
     # The first words were in hand while the server still had ~0.4 s of reply to send.
     assert arrivals[0] < rec.last_chunk_at - 0.3
     assert arrivals[3] < rec.last_chunk_at
+
+
+@both
+async def test_a_trickling_stream_is_read_a_frame_at_a_time(
+        srv: ProviderServer, provider: str) -> None:
+    """A chunk every 5 ms: the socket is read about 30 times a second, each read taking all
+    that came since (a wake-up per chunk cost more CPU than the chunk's parse), so the text
+    comes in bursts a frame apart. Twice over one kept-alive connection: the pacing of the
+    first stream ends with it, and the second is paced once, as the first was."""
+    model = model_for(srv, provider)
+    words = [f"w{i} " for i in range(60)]
+    async with opened(model) as opened_provider:
+        for _ in range(2):
+            srv.queue(Script(chunks=words, delay=0.005))
+            arrivals: list[float] = []
+            async for event in opened_provider.stream(ask()):
+                if isinstance(event, TextDelta):
+                    arrivals.append(time.monotonic())
+            gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+            bursts = 1 + sum(gap > 0.003 for gap in gaps)
+            # 0.3 s of chunks: ten reads, give or take; a read per chunk would be 60.
+            assert len(arrivals) == 60 and bursts <= 0.3 / READ_PACE + 4
+    assert len(srv.requests) == 2
 
 
 async def test_openai_usage_and_finish_are_parsed(srv: ProviderServer) -> None:
