@@ -37,7 +37,11 @@ GROWTH_STEP = 6
 FLOOD_PIECES = 50
 FLOOD_SECONDS = 1 / 10
 RENDER_SHARE = 0.25
-MIN_TIMER_SECONDS = 0.001
+# A render due within this long goes at once. New text comes with a read of the reply's socket,
+# and those are paced a frame apart (`READ_PACE` of the providers): text and frame arrive
+# together, and a timer for the last millisecond would be an extra wake-up of its own. (And
+# Textual drops a one-shot timer whose delay passes before it first looks at the clock.)
+FRAME_SLACK = FRAME_SECONDS / 6
 # A finished reply taller than this many screens shows its end first: the blocks that fill
 # them, below rows standing for the rest until that is rendered in idle moments.
 TAIL_SCREENS = 2
@@ -194,22 +198,19 @@ class AssistantMessage(Widget):
         gap = FLOOD_SECONDS if self._flooded else FRAME_SECONDS
         gap = max(gap, self._flush_cost / RENDER_SHARE)
         delay = self._last_flush + gap - time.perf_counter()
-        if delay > MIN_TIMER_SECONDS:
+        if delay > FRAME_SLACK:
             self.set_timer(delay, self._flush)
         else:
-            # Textual drops a one-shot timer whose delay passes before it first looks at the
-            # clock (Timer._run skips missed ticks): a flush lost that way froze the reply.
             self.call_later(self._flush)
 
     def _flush(self) -> None:
         self._flush_pending = False
         self._flooded = self._pieces > FLOOD_PIECES and self.streaming
         self._pieces = 0
-        began = time.perf_counter()
+        self._last_flush = began = time.perf_counter()
         self._render_new_text()
-        self._last_flush = time.perf_counter()
         # A moving average: one dear flush does not slow the next ten.
-        self._flush_cost += (self._last_flush - began - self._flush_cost) / 4
+        self._flush_cost += (time.perf_counter() - began - self._flush_cost) / 4
 
     @property
     def _height(self) -> int:

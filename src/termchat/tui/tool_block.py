@@ -18,7 +18,7 @@ from textual.widget import Widget
 
 from termchat.content import ToolCall, ToolOutcome, ToolResult
 from termchat.tui.conversation import ConversationView
-from termchat.tui.messages import FRAME_SECONDS, MIN_TIMER_SECONDS, NO_TEXT
+from termchat.tui.messages import FRAME_SECONDS, FRAME_SLACK, NO_TEXT
 from termchat.untrusted import Safe, SafeStream, json_text, safe, safe_line
 
 # A collapsed block shows this many lines of the arguments and of the result.
@@ -214,7 +214,7 @@ class ToolBlock(Widget, can_focus=True):
             return
         self._flush_pending = True
         delay = self._last_flush + FRAME_SECONDS - time.perf_counter()
-        if delay > MIN_TIMER_SECONDS:
+        if delay > FRAME_SLACK:
             self.set_timer(delay, self._flush)
         else:
             self.call_later(self._flush)
