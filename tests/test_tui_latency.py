@@ -50,3 +50,38 @@ async def test_the_sdk_loads_in_the_background_after_the_first_frame(
         assert "ready" in status_text(app)
         await wait_until(pilot, lambda: app.chat.conversation.ready, timeout=5)
         assert hasattr(sys.modules[SLOW], "create")
+
+
+async def test_a_growing_reply_lays_the_screen_out_once_per_step(
+        provider_server: ProviderServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A streaming reply takes its rows GROWTH_STEP at a time, each step one layout of the
+    screen (Textual's own `virtual_size` asked for a second one, and a second full repaint,
+    every time)."""
+    from textual.screen import Screen
+
+    from termchat.tui.messages import GROWTH_STEP
+
+    layouts: list[int] = []
+    original = Screen._refresh_layout
+
+    def counted(screen: Screen, *args: object, **kwargs: object) -> None:
+        layouts.append(1)
+        original(screen, *args, **kwargs)  # type: ignore[arg-type]
+
+    paragraphs = [f"Paragraph {n} of the reply.\n\n" for n in range(100)]
+    provider_server.queue(Script(chunks=paragraphs, delay=0.02))
+    app = make_app(provider_server)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: app.chat.conversation.ready, timeout=10)
+        prompt = app.chat.query_one("#prompt")
+        prompt.load_text("go")  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: bool(replies(app)) and "Paragraph 3" in
+                         replies(app)[0].text)
+        monkeypatch.setattr(Screen, "_refresh_layout", counted)
+        start = replies(app)[0].size.height
+        await wait_until(pilot, lambda: replies(app)[0].size.height >= start + 15 * GROWTH_STEP)
+        steps = (replies(app)[0].size.height - start) // GROWTH_STEP
+        monkeypatch.setattr(Screen, "_refresh_layout", original)
+        await finish(pilot)
+    assert len(layouts) <= steps + 3

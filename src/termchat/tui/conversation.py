@@ -21,6 +21,7 @@ from typing import Protocol, runtime_checkable
 
 from textual.containers import VerticalScroll
 from textual.geometry import Region, Size
+from textual.reactive import Reactive
 from textual.strip import Strip
 from textual.widget import Widget
 
@@ -29,6 +30,17 @@ SCREENS_MOUNTED = 2
 # Rendering ahead of the scroll, in idle time: at most this long at a stretch, so a frame
 # or a key never waits for it.
 PRERENDER_SLICE = 0.004
+
+
+def laid_out_size() -> Reactive[Size]:
+    """A widget's `virtual_size` for a widget whose size only the layout sets.
+
+    Textual's asks for another layout and a repaint whenever it changes, and the layout itself
+    changes it: a reply that grew, and the view holding it, laid the screen out twice, each
+    time with a full repaint of the view (a sixth of the CPU of a streaming reply). The layout
+    repaints what it moved.
+    """
+    return Reactive(Size(0, 0), layout=False, repaint=False)
 
 
 @dataclass
@@ -44,6 +56,8 @@ class Pending:
 
 class StandIn(Widget):
     """Takes the place of a run of messages away from the view: one widget of their height."""
+
+    virtual_size = laid_out_size()
 
     def __init__(self, pending: Sequence[Pending]) -> None:
         super().__init__()
@@ -106,6 +120,7 @@ class ConversationView(VerticalScroll):
     to the bottom resumes it (Textual's `anchor()` does not re-stick, #6677)."""
 
     can_focus = False
+    virtual_size = laid_out_size()
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]

@@ -15,7 +15,12 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
 
-from termchat.tui.conversation import PRERENDER_SLICE, ConversationView, estimate_rows
+from termchat.tui.conversation import (
+    PRERENDER_SLICE,
+    ConversationView,
+    estimate_rows,
+    laid_out_size,
+)
 from termchat.turn import Status
 from termchat.untrusted import Safe
 
@@ -104,6 +109,7 @@ class AssistantMessage(Widget):
     DEFAULT_CSS = """
     AssistantMessage { height: auto; }
     """
+    virtual_size = laid_out_size()
 
     def __init__(self, text: Safe = NO_TEXT, *, streaming: bool = False,
                  status: Status = Status.COMPLETE, cursor_blink: bool = True,
