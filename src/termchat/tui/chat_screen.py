@@ -31,6 +31,7 @@ from termchat.events import Event, ReasoningDelta, TextDelta, ToolCallArguments
 from termchat.keys import keys
 from termchat.tui import OPENED_EXCHANGES
 from termchat.tui.attach import AttachmentTray, AttachScreen, rejected, sent_with
+from termchat.tui.compositor import PartialCompositor
 from termchat.tui.conversation import ConversationView, Pending, estimate_rows
 from termchat.tui.keybar import KeyBar
 from termchat.tui.messages import AssistantMessage, ErrorLine, NoteLine, UserMessage
@@ -129,6 +130,8 @@ class ChatScreen(Screen[None]):
                  demo: str | None = None) -> None:
         """`demo` is how to set up a real model, when the model is the built-in demo."""
         super().__init__()
+        # Before anything is laid out: a partial update renders only what it covers.
+        self._compositor = PartialCompositor()
         self.conversation = conversation
         self.config = config
         self.demo = demo
