@@ -35,7 +35,7 @@ NO_TEXT = Safe("")
 # get their turn. Rendering every chunk as it came cost half a core at 200 chunks a second.
 FRAME_SECONDS = 1 / 30
 BLINK_SECONDS = 0.5
-GROWTH_STEP = 6
+GROWTH_STEP = 8
 # More pieces than this between two renders is a flood (1,500 a second at 30 frames a
 # second; a model streams 20-200): then ten frames a second show it as well, for a third of
 # the layout and painting.
