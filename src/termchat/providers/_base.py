@@ -94,8 +94,11 @@ async def _event_streams(response: httpx2.Response) -> None:
     # Only a body sent as it is can be repaired: a compressed one is decoded after this.
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
     network = response.extensions.get("network_stream")
-    reads = _PacedReads(network, READ_PACE) if callable(getattr(network, "read", None)) \
-        else None
+    reads = None
+    # A stream of another transport (no `read`, or one that cannot be stood in for) is read
+    # as it comes.
+    if callable(getattr(network, "read", None)) and hasattr(network, "__dict__"):
+        reads = _PacedReads(network, READ_PACE)
     response.stream = _EventStream(response.stream, encoding in ("", "identity"), reads)
 
 
