@@ -27,7 +27,7 @@ from textual.worker import Worker, WorkerCancelled, WorkerFailed
 from termchat.config import Config, ModelConfig
 from termchat.content import Attachment, ToolCall, ToolResult
 from termchat.errors import ConfigError, TermchatError
-from termchat.events import Event, ReasoningDelta, TextDelta, ToolCallArguments
+from termchat.events import Event, Finish, ReasoningDelta, TextDelta, ToolCallArguments
 from termchat.keys import keys
 from termchat.tui import OPENED_EXCHANGES
 from termchat.tui.attach import AttachmentTray, AttachScreen, rejected, sent_with
@@ -556,6 +556,10 @@ class ChatScreen(Screen[None]):
             nonlocal status_shown
             pending = shown.on_event(event)
             if not isinstance(event, TextDelta | ReasoningDelta | ToolCallArguments):
+                if isinstance(event, Finish):
+                    # The last words come with the finish (one read of the socket): not a
+                    # frame after the status bar says done.
+                    shown.show_now()
                 self._update_status()  # usage, finish, a call's progress: rare, shown at once
             elif reply.status is not status_shown:
                 self._update_status()

@@ -196,6 +196,12 @@ class AssistantMessage(Widget):
         self._stale = True
         self._flush()
 
+    def show_now(self) -> None:
+        """Render the text that came since the last frame now rather than at its frame: the
+        status bar is about to say the reply is done, and both go out in one frame."""
+        if self._flush_pending:
+            self._flush()
+
     def _changed(self) -> None:
         self._stale = True
         if self._flush_pending:

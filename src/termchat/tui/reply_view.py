@@ -148,6 +148,11 @@ class ReplyView:
         if tail := self._thought.flush():
             self._segment.append_reasoning(tail)
 
+    def show_now(self) -> None:
+        """The text so far on screen in the next frame (see `AssistantMessage.show_now`)."""
+        if self._segment is not None:
+            self._segment.show_now()
+
     def _close_segment(self) -> list[Widget]:
         """The text before a call is complete: its segment ends (an empty one goes)."""
         self._flush()
