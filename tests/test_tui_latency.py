@@ -85,3 +85,29 @@ async def test_a_growing_reply_lays_the_screen_out_once_per_step(
         monkeypatch.setattr(Screen, "_refresh_layout", original)
         await finish(pilot)
     assert len(layouts) <= steps + 3
+
+
+async def test_the_last_words_are_on_screen_when_the_status_bar_says_done(
+        provider_server: ProviderServer) -> None:
+    """The last chunk and the finish come in one read of the socket: the reply's last words
+    are rendered when the finish is shown, not a frame after the status bar says done."""
+    from termchat.events import Event, Finish
+    from tests.support.tui import screen_lines
+
+    words = [f"w{n} " for n in range(30)]
+    provider_server.queue(Script(chunks=[*words, "last-word."], delay=0.01))
+    app = make_app(provider_server)
+    shown_at_finish: list[str] = []
+
+    def hook(event: Event) -> None:
+        if isinstance(event, Finish):
+            shown_at_finish.extend(screen_lines(replies(app)[0]))
+
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.chat.event_hook = hook
+        prompt = app.chat.query_one("#prompt")
+        prompt.load_text("go")  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await finish(pilot)
+        assert "done" in status_text(app)
+    assert any("w29 last-word." in line for line in shown_at_finish), shown_at_finish
