@@ -347,7 +347,6 @@ class ConversationView(VerticalScroll):
                     await asyncio.sleep(0)
                 await asyncio.sleep(0)
 
-
     def content_grew(self, lines: int = 0) -> None:
         """Call after adding to a message (`lines` taller, when known); keeps the newest line
         in view when following."""

@@ -395,7 +395,7 @@ class AssistantMessage(Widget):
 
         text = self.text
         await asyncio.to_thread(lambda: load_highlighters(fence_languages(text)))
-        ahead = Prerender(self.text, self.app.console)
+        ahead = Prerender(text, self.app.console)
         while self._tail_first and not ahead.step(self._width, PRERENDER_SLICE):
             await asyncio.sleep(0)
         if self._tail_first:
